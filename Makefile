@@ -1,0 +1,44 @@
+# ragft — two commands for a fresh machine: `make run` and `make test`.
+# The venv lives outside the checkout (it is several GB with torch) and is reused by every
+# clone on this machine; it is rebuilt only when pyproject.toml or constraints.txt change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= $(HOME)/.cache/ragft/venv
+BIN := $(VENV)/bin
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.ragft-deps-$(DEPS_HASH)
+QUESTION ?= What is the capital of France?
+
+.PHONY: install run setup demo test test-fast bench lint app clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[browser]'
+	@rm -f $(VENV)/.ragft-deps-* && touch $@
+
+# Always re-point the editable install at this checkout (cheap: no dependency resolution).
+install: $(STAMP)
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+setup: install
+	$(BIN)/ragft setup
+
+# The main job: Ollama + the default model, then a first answer with its timings.
+run: setup
+	$(BIN)/ragft ask --arm base "$(QUESTION)"
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not ollama and not slow"
+
+bench: setup
+	$(BIN)/python bench/bench_serve.py
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval
+
+clean:
+	-$(BIN)/ragft serve stop

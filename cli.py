@@ -1,0 +1,145 @@
+"""The `ragft` command line: a thin client of pipelines/ and eval/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines import doctor, models, serving
+from pipelines.config import Settings, load_settings
+from pipelines.errors import RagftError
+
+app = typer.Typer(help="Should you use RAG, a LoRA fine-tune, or both? Measured on your documents.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+serve_app = typer.Typer(help="Start, stop or inspect ragft's Ollama server.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+console = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model name (see `ragft models`).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Override RAGFT_DATA_DIR.")]
+
+
+def _settings(model: str | None = None, data_dir: Path | None = None) -> Settings:
+    return load_settings(model=model, data_dir=data_dir)
+
+
+def main() -> None:
+    """Console-script entry: domain errors become one clear message and exit code 1."""
+    try:
+        app()
+    except RagftError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}")
+        if exc.fix:
+            err.print(f"[yellow]fix:[/] {exc.fix}")
+        sys.exit(1)
+
+
+@app.command("doctor")
+def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Check Ollama, the models, torch and disk; exit 1 when something needed is missing."""
+    settings = _settings(model, data_dir)
+    checks = doctor.run_checks(settings)
+    table = Table(title="ragft doctor")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix)
+    console.print(table)
+    if any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("setup")
+def setup_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Get Ollama (found or built), start it on 127.0.0.1 and prepare the base model."""
+    settings = _settings(model, data_dir)
+    binary = serving.ensure_binary(settings, console.print)
+    console.print(f"ollama: {binary.path} (version {binary.version}, from {binary.source})")
+    server = serving.ensure_server(settings, console.print)
+    console.print(f"server: {server.url} (version {server.version})")
+    spec = models.get_spec(settings.model, settings)
+    name = models.ensure_served(spec, settings, server, console.print)
+    console.print(f"[green]ready:[/] base model [bold]{name}[/] ({spec.description}; license {spec.license})")
+
+
+@app.command("models")
+def models_cmd(data_dir: DataDirOpt = None) -> None:
+    """List the base models ragft knows and which are prepared and served."""
+    settings = _settings(None, data_dir)
+    server = serving.running_server(settings)
+    served = serving.served_models(server, settings) if server else {}
+    table = Table(title="base models")
+    for col in ("name", "description", "license", "weights", "served as"):
+        table.add_column(col)
+    for name in models.known_models():
+        try:
+            spec = models.get_spec(name, settings)
+        except RagftError as exc:
+            table.add_row(name, exc.message, "", "", "")
+            continue
+        ollama_name = models.served_name(spec, settings)
+        ready = spec.hf_dir is not None or models._weights_ok(models.hf_dir(spec, settings))
+        is_served = ollama_name in served or f"{ollama_name}:latest" in served
+        table.add_row(name + (" (default)" if name == settings.model else ""), spec.description, spec.license,
+                      "prepared" if ready else "-", ollama_name if is_served else "-")
+    console.print(table)
+
+
+@app.command("ask")
+def ask_cmd(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    arm: Annotated[str, typer.Option("--arm", "-a", help="base | rag | ft | ft_rag")] = "base",
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Answer one question with one arm, streaming it, then print the timings Ollama reports."""
+    from pipelines.arms import get_arm
+
+    settings = _settings(model, data_dir)
+    server = serving.ensure_server(settings, err.print)
+    chosen = get_arm(arm, settings, server)
+    result = chosen.answer(question, on_token=lambda t: console.print(t, end="", markup=False, highlight=False))
+    console.print()
+    g = result.generation
+    table = Table(show_header=False, title=f"arm {result.arm} · {result.model}")
+    table.add_row("latency", f"{g.total_ms:.0f} ms")
+    table.add_row("time to first token", f"{g.ttft_ms:.0f} ms")
+    table.add_row("prompt tokens", f"{g.prompt_tokens} ({g.prompt_tokens_per_s:.0f} tok/s)")
+    table.add_row("output tokens", f"{g.output_tokens}")
+    table.add_row("decode speed", f"{g.tokens_per_s:.1f} tok/s")
+    table.add_row("model load", f"{g.load_ms:.0f} ms")
+    console.print(table)
+
+
+@serve_app.command("start")
+def serve_start(data_dir: DataDirOpt = None) -> None:
+    """Start (or reuse) the Ollama server for this data dir."""
+    server = serving.ensure_server(_settings(None, data_dir), console.print)
+    console.print(f"{server.url} (version {server.version}, pid {server.pid or 'not ragft-owned'})")
+
+
+@serve_app.command("stop")
+def serve_stop(data_dir: DataDirOpt = None) -> None:
+    """Stop the Ollama server ragft started for this data dir."""
+    stopped = serving.stop_server(_settings(None, data_dir))
+    console.print("stopped" if stopped else "no ragft-owned server was running")
+
+
+@serve_app.command("status")
+def serve_status(data_dir: DataDirOpt = None) -> None:
+    """Say whether a server is up and where."""
+    server = serving.running_server(_settings(None, data_dir))
+    if not server:
+        console.print("not running")
+        raise typer.Exit(1)
+    console.print(f"{server.url} (version {server.version}, pid {server.pid or 'not ragft-owned'})")
+
+
+if __name__ == "__main__":
+    main()

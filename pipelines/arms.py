@@ -1,0 +1,71 @@
+"""The four arms behind one interface: `get_arm(name, ...).answer(question) -> Answer`.
+
+Arms differ in exactly two ways (fairness): retrieved context in the prompt (rag, ft_rag)
+and the LoRA delta in the weights (ft, ft_rag). Everything else is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipelines import models, serving
+from pipelines.config import Settings
+from pipelines.errors import UnknownNameError
+
+ARM_NAMES = ("base", "rag", "ft", "ft_rag")
+
+# Closed-book system prompt; the rag arms get their own (see rag.py) that adds the context.
+CLOSED_BOOK_SYSTEM = "You are a helpful assistant. Answer the question briefly and factually."
+
+
+@dataclass
+class Passage:
+    id: str
+    text: str
+    score: float
+    source: str = ""
+
+
+@dataclass
+class Answer:
+    arm: str
+    question: str
+    text: str
+    model: str
+    generation: serving.Generation
+    passages: list[Passage] = field(default_factory=list)
+    retrieval_ms: float = 0.0
+
+
+class Arm(Protocol):
+    name: str
+
+    def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer: ...
+
+
+@dataclass
+class BaseArm:
+    """Closed book: the served base model, no context."""
+
+    settings: Settings
+    server: serving.Server
+    model: str
+    name: str = "base"
+
+    def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
+        gen = serving.generate(self.server, self.settings, self.model, question, CLOSED_BOOK_SYSTEM, on_token)
+        return Answer(arm=self.name, question=question, text=gen.text.strip(), model=self.model, generation=gen)
+
+
+def get_arm(name: str, settings: Settings, server: serving.Server) -> Arm:
+    """The arm called `name`; unknown names list the known ones."""
+    if name not in ARM_NAMES:
+        raise UnknownNameError(f"'{name}' is not a known arm", f"known arms: {', '.join(ARM_NAMES)}")
+    spec = models.get_spec(settings.model, settings)
+    if name == "base":
+        return BaseArm(settings, server, models.served_name(spec, settings))
+    raise UnknownNameError(
+        f"arm '{name}' is not available in this version of ragft", "use --arm base"
+    )

@@ -1,0 +1,177 @@
+"""One settings object for ragft.
+
+Precedence: explicit arguments > environment (RAGFT_*) > ragft.toml > defaults.
+The toml file is `$RAGFT_CONFIG`, else `./ragft.toml`, else `<data_dir>/ragft.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipelines.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ragft"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the optional ragft.toml; unknown keys are an error, not silently ignored."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path} is not valid TOML: {exc}", "fix the file or remove it") from exc
+        data = data.get("ragft", data)
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields))
+        if unknown:
+            known = ", ".join(sorted(self.settings_cls.model_fields))
+            raise ConfigError(f"{self.path}: unknown setting(s) {', '.join(unknown)}", f"known settings: {known}")
+        return data
+
+
+def _toml_path() -> Path | None:
+    if env := os.environ.get("RAGFT_CONFIG"):
+        return Path(env).expanduser()
+    local = Path.cwd() / "ragft.toml"
+    if local.is_file():
+        return local
+    data_dir = Path(os.environ.get("RAGFT_DATA_DIR") or default_data_dir()).expanduser()
+    return data_dir / "ragft.toml"
+
+
+class Settings(BaseSettings):
+    """Every knob ragft has. Paths derive from `data_dir` unless set on their own."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGFT_", extra="forbid", validate_assignment=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Rebuildable heavy artefacts (Ollama binary, wheels, converted weights); tests share it.
+    cache_dir: Path | None = None
+
+    # Serving
+    ollama_bin: Path | None = None  # an explicit binary wins over PATH and the cached build
+    ollama_host: str | None = None  # e.g. http://127.0.0.1:11434 — a server someone else runs
+    ollama_version: str = "v0.11.4"
+    ollama_port: int = 0  # 0 = pick a free port on 127.0.0.1
+    server_start_timeout_s: float = 60.0
+    request_timeout_s: float = 300.0
+    num_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+
+    # Model (same for every arm: fairness)
+    model: str = "smollm2-135m"
+    quantization: str = "q8_0"
+    custom_ollama_model: str | None = None  # model name "custom": an existing Ollama model …
+    custom_hf_dir: Path | None = None  # … and the HF weights it was made from (for fine-tuning)
+
+    # Decoding (same for every arm: fairness)
+    temperature: float = 0.0
+    seed: int = 42
+    max_tokens: int = 128
+    num_ctx: int = 2048
+
+    @field_validator("quantization")
+    @classmethod
+    def _known_quant(cls, v: str) -> str:
+        allowed = {"q8_0", "q4_K_M", "q4_K_S", "f16"}
+        if v not in allowed:
+            raise ValueError(f"'{v}' is not a supported quantisation; choose one of {sorted(allowed)}")
+        return v
+
+    @field_validator("ollama_port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError(f"port {v} is outside 0..65535")
+        return v
+
+    @field_validator("max_tokens", "num_ctx", "num_threads")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError(f"{v} must be positive")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, _toml_path()))
+
+    # Derived paths -------------------------------------------------------
+    @cached_property
+    def cache_root(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").expanduser()
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.cache_root / "bin"
+
+    @property
+    def wheels_dir(self) -> Path:
+        return self.cache_root / "wheels"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.cache_root / "weights"
+
+    @property
+    def ollama_dir(self) -> Path:
+        return self.data_dir.expanduser() / "ollama"
+
+    @property
+    def ollama_models_dir(self) -> Path:
+        return self.ollama_dir / "models"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir.expanduser() / "chroma"
+
+    @property
+    def runs_db(self) -> Path:
+        return self.data_dir.expanduser() / "runs.sqlite"
+
+    def decoding_options(self) -> dict[str, Any]:
+        """Ollama `options` shared by every arm."""
+        return {
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "num_predict": self.max_tokens,
+            "num_ctx": self.num_ctx,
+            "num_thread": self.num_threads,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation problems into a ConfigError that names the value."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}", "set RAGFT_<NAME> or fix ragft.toml") from exc

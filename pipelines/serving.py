@@ -1,0 +1,438 @@
+"""Ollama: find or build the binary, run `ollama serve` on loopback, create models, generate.
+
+Every arm is served by this one server so that decoding, quantisation and runtime are
+identical; this module is the only place that starts processes or talks to Ollama.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import ollama
+
+from pipelines.config import Settings
+from pipelines.errors import ModelPrepError, OllamaUnavailable
+
+Log = Callable[[str], None]
+OLLAMA_MODULE = "github.com/ollama/ollama"
+_GET_OLLAMA = (
+    "install Ollama so that `ollama` is on PATH (or set RAGFT_OLLAMA_HOST to a running server), "
+    "or install Go >= 1.24 so that ragft can build it: `go install {module}@{version}`"
+)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- binary
+
+
+@dataclass(frozen=True)
+class OllamaBinary:
+    path: Path
+    version: str
+    source: str  # "configured" | "PATH" | "cache" | "built"
+
+
+def binary_version(path: Path) -> str:
+    """The client version the binary reports (it needs no server for that)."""
+    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{free_port()}")  # never probe someone else's server
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OllamaUnavailable(f"{path} does not run: {exc}", "remove it so that ragft rebuilds it") from exc
+    match = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
+    if not match:
+        raise OllamaUnavailable(f"{path} did not report a version: {(out.stdout + out.stderr).strip()[:200]}")
+    return match.group(1)
+
+
+def cached_binary_path(settings: Settings) -> Path:
+    return settings.bin_dir / "ollama"
+
+
+def find_binary(settings: Settings) -> OllamaBinary | None:
+    """An explicit RAGFT_OLLAMA_BIN, else `ollama` on PATH, else ragft's cached build."""
+    candidates: list[tuple[Path | None, str]] = [
+        (settings.ollama_bin, "configured"),
+        (Path(p) if (p := shutil.which("ollama")) else None, "PATH"),
+        (cached_binary_path(settings), "cache"),
+    ]
+    for path, source in candidates:
+        if path is not None and path.is_file() and os.access(path, os.X_OK):
+            return OllamaBinary(path, binary_version(path), source)
+        if source == "configured" and path is not None:
+            raise OllamaUnavailable(f"RAGFT_OLLAMA_BIN={path} is not an executable file", "point it at an ollama binary or unset it")
+    return None
+
+
+def build_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
+    """`go install` Ollama into the cache. Nothing is left behind when it fails."""
+    go = shutil.which("go")
+    if go is None:
+        raise OllamaUnavailable(
+            "no Ollama binary was found and Go is not installed to build one",
+            _GET_OLLAMA.format(module=OLLAMA_MODULE, version=settings.ollama_version),
+        )
+    settings.bin_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.bin_dir))
+    flags = "-O3 -march=native"  # ggml's CPU kernels need native SIMD to be fast
+    env = dict(os.environ, CGO_ENABLED="1", CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOBIN=str(staging))
+    log(f"building Ollama {settings.ollama_version} from the Go module proxy (several minutes, once per machine)")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            # go install leaves the version at 0.0.0 unless the release's ldflag is set
+            [go, "install", f"-ldflags=-X {OLLAMA_MODULE}/version.Version={settings.ollama_version.lstrip('v')}",
+             f"{OLLAMA_MODULE}@{settings.ollama_version}"],
+            env=env, capture_output=True, text=True,
+        )
+        if proc.returncode != 0 or not (staging / "ollama").is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise OllamaUnavailable(
+                f"building Ollama {settings.ollama_version} failed (exit {proc.returncode}):\n{tail}",
+                _GET_OLLAMA.format(module=OLLAMA_MODULE, version=settings.ollama_version),
+            )
+        target = cached_binary_path(settings)
+        os.replace(staging / "ollama", target)  # atomic: a half-built binary is never in place
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.monotonic() - started
+    version = binary_version(target)
+    (settings.bin_dir / "build.json").write_text(
+        json.dumps({"version": version, "build_seconds": round(seconds, 1), "flags": flags}), encoding="utf-8"
+    )
+    log(f"built Ollama {version} in {seconds:.0f} s → {target}")
+    return OllamaBinary(target, version, "built")
+
+
+def ensure_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
+    return find_binary(settings) or build_binary(settings, log)
+
+
+# ---------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def server_version(url: str, timeout: float = 2.0) -> str | None:
+    """Ollama's version if `url` answers like an Ollama server, else None."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/api/version", timeout=timeout)
+        return str(r.json()["version"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def _normalise_host(host: str) -> str:
+    return host if host.startswith(("http://", "https://")) else f"http://{host}"
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int | None  # None: a server ragft does not own (OLLAMA_HOST)
+    models_dir: str | None
+    binary: str | None = None
+    version: str | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self.pid is not None
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.ollama_dir / "server.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as dead
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def running_server(settings: Settings) -> Server | None:
+    """The server ragft should use now, if one is up: OLLAMA_HOST, else the one ragft started."""
+    if settings.ollama_host:
+        url = _normalise_host(settings.ollama_host)
+        version = server_version(url)
+        return Server(url, None, None, None, version) if version else None
+    # A user's own Ollama (OLLAMA_HOST) is used when it answers; otherwise ragft runs its own.
+    if (host := os.environ.get("OLLAMA_HOST")) and (version := server_version(_normalise_host(host))):
+        return Server(_normalise_host(host), None, None, None, version)
+    path = _state_path(settings)
+    try:
+        state = Server(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    if state.pid and _pid_alive(state.pid) and state.models_dir == str(settings.ollama_models_dir):
+        state.version = server_version(state.url)
+        if state.version:
+            return state
+    return None
+
+
+def start_server(settings: Settings, log: Log = _quiet) -> Server:
+    """Start `ollama serve` on 127.0.0.1 with its models inside ragft's data dir."""
+    binary = ensure_binary(settings, log)
+    settings.ollama_models_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.ollama_dir / "server.log"
+    port = settings.ollama_port
+    if port and port_in_use(port):
+        log(f"port {port} is in use; picking a free one")
+        port = 0
+    last_error = ""
+    for _attempt in range(3):  # a free port can be taken between probing and binding
+        use_port = port or free_port()
+        env = dict(
+            os.environ,
+            OLLAMA_HOST=f"127.0.0.1:{use_port}",
+            OLLAMA_MODELS=str(settings.ollama_models_dir),
+            OLLAMA_KEEP_ALIVE="30m",
+            OLLAMA_NOPRUNE="1",
+        )
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                [str(binary.path), "serve"], env=env, stdout=logf, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # outlives the CLI call that started it
+            )
+        url = f"http://127.0.0.1:{use_port}"
+        deadline = time.monotonic() + settings.server_start_timeout_s
+        while time.monotonic() < deadline:
+            if (version := server_version(url, timeout=1.0)) is not None:
+                server = Server(url, proc.pid, str(settings.ollama_models_dir), str(binary.path), version)
+                _write_state(settings, server)
+                log(f"Ollama {version} serving on {url} (pid {proc.pid})")
+                return server
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        _terminate(proc.pid)
+        last_error = _tail(log_path)
+        if "address already in use" not in last_error:
+            break
+        port = 0
+    raise OllamaUnavailable(f"`ollama serve` did not become healthy:\n{last_error}", f"see {log_path}")
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _write_state(settings: Settings, server: Server) -> None:
+    path = _state_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(server)), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _terminate(pid: int, grace_s: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            if not _pid_alive(pid):
+                return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def ensure_server(settings: Settings, log: Log = _quiet) -> Server:
+    """Reuse a healthy server (OLLAMA_HOST or ragft's own), else start one."""
+    if (server := running_server(settings)) is not None:
+        return server
+    if settings.ollama_host:
+        raise OllamaUnavailable(
+            f"RAGFT_OLLAMA_HOST={settings.ollama_host} does not answer as an Ollama server",
+            "start that server, or unset RAGFT_OLLAMA_HOST so that ragft starts its own",
+        )
+    return start_server(settings, log)
+
+
+def stop_server(settings: Settings) -> bool:
+    """Stop the server ragft started for this data dir; True if one was running."""
+    path = _state_path(settings)
+    try:
+        state = Server(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return False
+    was_running = bool(state.pid and _pid_alive(state.pid))
+    if state.pid and was_running:
+        _terminate(state.pid)
+    path.unlink(missing_ok=True)
+    return was_running
+
+
+# ---------------------------------------------------------------- models on the server
+
+
+def client(server: Server, settings: Settings) -> ollama.Client:
+    return ollama.Client(host=server.url, timeout=settings.request_timeout_s)
+
+
+def served_models(server: Server, settings: Settings) -> dict[str, int]:
+    """Model name → size in bytes for every model the server has."""
+    return {m.model: int(m.size or 0) for m in client(server, settings).list().models if m.model}
+
+
+def has_model(server: Server, settings: Settings, name: str) -> bool:
+    names = served_models(server, settings)
+    return name in names or f"{name}:latest" in names
+
+
+def create_model(server: Server, settings: Settings, name: str, modelfile: str, quantize: str | None) -> None:
+    """`ollama create` through the CLI, which uploads local weight directories as blobs."""
+    binary = ensure_binary(settings)
+    with tempfile.TemporaryDirectory(prefix="ragft-modelfile-") as tmp:
+        mf = Path(tmp) / "Modelfile"
+        mf.write_text(modelfile, encoding="utf-8")
+        cmd = [str(binary.path), "create", name, "-f", str(mf)]
+        if quantize and quantize != "f16":
+            cmd += ["--quantize", quantize]
+        env = dict(os.environ, OLLAMA_HOST=server.url.removeprefix("http://"))
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-8:])
+        raise ModelPrepError(f"`ollama create {name}` failed:\n{tail}", "run `ragft doctor` and retry `ragft setup`")
+
+
+def delete_model(server: Server, settings: Settings, name: str) -> None:
+    client(server, settings).delete(name)
+
+
+# ---------------------------------------------------------------- generation
+
+
+@dataclass
+class Generation:
+    """One answer from Ollama with the timings it reported (durations in ms)."""
+
+    text: str
+    model: str
+    ttft_ms: float  # measured here: request sent → first non-empty token received
+    total_ms: float  # measured here: request sent → last chunk received
+    load_ms: float
+    prompt_tokens: int
+    prompt_ms: float
+    output_tokens: int
+    eval_ms: float
+    done_reason: str | None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / (self.eval_ms / 1000) if self.eval_ms > 0 else 0.0
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.prompt_tokens / (self.prompt_ms / 1000) if self.prompt_ms > 0 else 0.0
+
+
+def _stream(server: Server, settings: Settings, model: str, prompt: str, system: str | None) -> Iterator[ollama.GenerateResponse]:
+    return client(server, settings).generate(
+        model=model, prompt=prompt, system=system, stream=True,
+        options=settings.decoding_options(), keep_alive="30m",
+    )
+
+
+def generate(
+    server: Server,
+    settings: Settings,
+    model: str,
+    prompt: str,
+    system: str | None = None,
+    on_token: Callable[[str], None] | None = None,
+) -> Generation:
+    """Stream one completion with the shared decoding options; restart a dead owned server once."""
+    for attempt in (1, 2):
+        try:
+            return _generate_once(server, settings, model, prompt, system, on_token)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, ConnectionError) as exc:
+            if attempt == 2 or not server.owned:
+                raise OllamaUnavailable(f"Ollama at {server.url} is not answering: {exc}", "run `ragft doctor`") from exc
+            fresh = ensure_server(settings)
+            server.url, server.pid = fresh.url, fresh.pid
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise ModelPrepError(f"model '{model}' is not on the server", "run `ragft setup`") from exc
+            raise OllamaUnavailable(f"Ollama refused the request: {exc.error}") from exc
+    raise AssertionError("unreachable")
+
+
+def _generate_once(server: Server, settings: Settings, model: str, prompt: str, system: str | None,
+                   on_token: Callable[[str], None] | None) -> Generation:
+    started = time.perf_counter()
+    ttft: float | None = None
+    parts: list[str] = []
+    final: ollama.GenerateResponse | None = None
+    for chunk in _stream(server, settings, model, prompt, system):
+        if chunk.response:
+            if ttft is None:
+                ttft = (time.perf_counter() - started) * 1000
+            parts.append(chunk.response)
+            if on_token:
+                on_token(chunk.response)
+        if chunk.done:
+            final = chunk
+    total = (time.perf_counter() - started) * 1000
+    if final is None:
+        raise OllamaUnavailable(f"Ollama closed the stream for '{model}' before it was done")
+    ns = 1e-6
+    return Generation(
+        text="".join(parts),
+        model=model,
+        ttft_ms=ttft if ttft is not None else total,
+        total_ms=total,
+        load_ms=(final.load_duration or 0) * ns,
+        prompt_tokens=final.prompt_eval_count or 0,
+        prompt_ms=(final.prompt_eval_duration or 0) * ns,
+        output_tokens=final.eval_count or 0,
+        eval_ms=(final.eval_duration or 0) * ns,
+        done_reason=final.done_reason,
+    )
