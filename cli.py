@@ -99,9 +99,11 @@ def ask_cmd(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Answer one question with one arm, streaming it, then print the timings Ollama reports."""
-    from pipelines.arms import get_arm
+    from pipelines.arms import check_arm_name, get_arm
 
     settings = _settings(model, data_dir)
+    check_arm_name(arm)
+    models.get_spec(settings.model, settings)  # fail on a bad name before starting anything
     server = serving.ensure_server(settings, err.print)
     chosen = get_arm(arm, settings, server)
     result = chosen.answer(question, on_token=lambda t: console.print(t, end="", markup=False, highlight=False))

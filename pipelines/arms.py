@@ -59,10 +59,15 @@ class BaseArm:
         return Answer(arm=self.name, question=question, text=gen.text.strip(), model=self.model, generation=gen)
 
 
-def get_arm(name: str, settings: Settings, server: serving.Server) -> Arm:
-    """The arm called `name`; unknown names list the known ones."""
+def check_arm_name(name: str) -> str:
     if name not in ARM_NAMES:
         raise UnknownNameError(f"'{name}' is not a known arm", f"known arms: {', '.join(ARM_NAMES)}")
+    return name
+
+
+def get_arm(name: str, settings: Settings, server: serving.Server) -> Arm:
+    """The arm called `name`; unknown names list the known ones."""
+    check_arm_name(name)
     spec = models.get_spec(settings.model, settings)
     if name == "base":
         return BaseArm(settings, server, models.served_name(spec, settings))

@@ -315,8 +315,52 @@ def ensure_served(spec: ModelSpec, settings: Settings, server: object, log: Log 
     if spec.ollama_model:
         raise ModelPrepError(f"Ollama model '{name}' is not on {server.url}", f"run `ollama pull {name}` there first")
     weights = ensure_hf_weights(spec, settings, log)
-    log(f"creating Ollama model {name} ({settings.quantization}) from {weights}")
-    started = time.monotonic()
-    serving.create_model(server, settings, name, modelfile(spec, weights), settings.quantization)
-    log(f"created {name} in {time.monotonic() - started:.0f} s")
+    create_checked(server, settings, name, modelfile(spec, weights), log)
     return name
+
+
+def looks_degenerate(text: str) -> bool:
+    """A broken conversion repeats one or two characters ('666666…'); real text does not."""
+    compact = "".join(text.split())
+    return len(compact) >= 8 and len(set(compact)) <= 2
+
+
+def create_checked(server: object, settings: Settings, name: str, modelfile_text: str, log: Log = print) -> None:
+    """`ollama create` with the configured quantisation, then a smoke test of the result.
+
+    Ollama 0.11.4's first quantisation in a fresh models directory produced, in our runs, a
+    model that emits one repeated digit and aborts its stream; the second was correct. So
+    every created model answers one fixed prompt before it is used, and is recreated once.
+    """
+    from pipelines import serving
+
+    assert isinstance(server, serving.Server)
+    for attempt in (1, 2):
+        log(f"creating Ollama model {name} ({settings.quantization})")
+        started = time.monotonic()
+        serving.create_model(server, settings, name, modelfile_text, settings.quantization)
+        problem = _smoke_test(server, settings, name)
+        if problem is None:
+            log(f"created {name} in {time.monotonic() - started:.0f} s")
+            return
+        serving.delete_model(server, settings, name)
+        log(f"{name} failed its smoke test ({problem}); " + ("recreating it" if attempt == 1 else "giving up"))
+    raise ModelPrepError(
+        f"the Ollama model {name} is broken after conversion: {problem}",
+        "try RAGFT_QUANTIZATION=f16, and report the Ollama version (`ragft doctor`)",
+    )
+
+
+def _smoke_test(server: object, settings: Settings, name: str) -> str | None:
+    from pipelines import serving
+    from pipelines.errors import OllamaUnavailable
+
+    assert isinstance(server, serving.Server)
+    probe = settings.model_copy(update={"max_tokens": 16})
+    try:
+        gen = serving.generate(server, probe, name, "Say hello in one short sentence.")
+    except OllamaUnavailable as exc:
+        return exc.message
+    if looks_degenerate(gen.text):
+        return f"degenerate output {gen.text[:24]!r}"
+    return None

@@ -1,0 +1,53 @@
+"""Every test gets its own data dir; tests marked `ollama` share one real server per session.
+
+Heavy, rebuildable artefacts (the Ollama binary, downloaded wheels, converted weights) live
+in a shared cache so that a second test run does not rebuild them; what a test creates on
+the server (models) and writes (runs, indexes) lives in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines import models, serving
+from pipelines.config import Settings, default_data_dir
+
+SHARED_CACHE = Path(os.environ.get("RAGFT_TEST_CACHE_DIR") or default_data_dir() / "cache").expanduser()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("RAGFT_") or key == "OLLAMA_HOST":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAGFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAGFT_CONFIG", str(tmp_path / "no-such-ragft.toml"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def live_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("live-data"), cache_dir=SHARED_CACHE)
+
+
+@pytest.fixture(scope="session")
+def ollama_server(live_settings: Settings) -> Iterator[serving.Server]:
+    """A real `ollama serve` (found on PATH, cached, or built from the Go module proxy)."""
+    server = serving.start_server(live_settings, print)
+    yield server
+    serving.stop_server(live_settings)
+
+
+@pytest.fixture(scope="session")
+def base_model(live_settings: Settings, ollama_server: serving.Server) -> str:
+    """The default base model, created on the session's server from the packaged weights."""
+    spec = models.get_spec(live_settings.model, live_settings)
+    return models.ensure_served(spec, live_settings, ollama_server, print)

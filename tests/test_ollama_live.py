@@ -1,0 +1,70 @@
+"""The real round trip: ragft's own Ollama server, the packaged base model, a real answer."""
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from pipelines import serving
+from pipelines.arms import get_arm
+from pipelines.config import Settings
+
+pytestmark = [pytest.mark.ollama, pytest.mark.slow]
+
+
+def test_server_is_loopback_only_and_healthy(ollama_server: serving.Server) -> None:
+    assert ollama_server.url.startswith("http://127.0.0.1:")
+    assert serving.server_version(ollama_server.url) == "0.11.4"
+
+
+def test_round_trip_answers_with_timings(live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    tokens: list[str] = []
+    gen = serving.generate(ollama_server, live_settings, base_model, "What is the capital of France?",
+                           on_token=tokens.append)
+    assert gen.text.strip() and "".join(tokens) == gen.text
+    assert "Paris" in gen.text  # temperature 0, fixed seed: deterministic
+    assert gen.output_tokens > 0 and gen.prompt_tokens > 0
+    assert gen.eval_ms > 0 and gen.tokens_per_s > 0
+    assert 0 < gen.ttft_ms <= gen.total_ms
+
+
+def test_base_arm_is_deterministic(live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    arm = get_arm("base", live_settings, ollama_server)
+    first = arm.answer("Name a primary colour.")
+    second = arm.answer("Name a primary colour.")
+    assert first.text == second.text and first.model == base_model
+
+
+def test_running_server_is_reused(live_settings: Settings, ollama_server: serving.Server) -> None:
+    again = serving.ensure_server(live_settings)
+    assert again.pid == ollama_server.pid and again.url == ollama_server.url
+
+
+def test_busy_port_moves_to_a_free_one(tmp_path_factory: pytest.TempPathFactory, live_settings: Settings) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        other = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("busy"), "ollama_port": busy})
+        server = serving.start_server(other)
+        try:
+            assert server.url != f"http://127.0.0.1:{busy}"
+            assert serving.server_version(server.url)
+        finally:
+            assert serving.stop_server(other)
+    assert serving.running_server(other) is None
+
+
+def test_dead_server_is_restarted_on_next_call(live_settings: Settings, ollama_server: serving.Server,
+                                               base_model: str) -> None:
+    assert ollama_server.pid is not None
+    os.killpg(ollama_server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while serving.server_version(ollama_server.url, timeout=0.5) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serving.running_server(live_settings) is None
+    gen = serving.generate(ollama_server, live_settings, base_model, "What is the capital of France?")
+    assert "Paris" in gen.text
+    assert serving.running_server(live_settings) is not None

@@ -1,0 +1,77 @@
+"""Error paths of serving.py that need no Ollama behaviour: missing binary, failed build, busy port."""
+
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipelines import serving
+from pipelines.config import Settings
+from pipelines.errors import OllamaUnavailable
+
+
+def _path_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: dict[str, str]) -> None:
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    for name, body in scripts.items():
+        p = bindir / name
+        p.write_text("#!/bin/sh\n" + body + "\n")
+        p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bindir))
+
+
+def test_no_ollama_and_no_go_names_both_ways(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _path_with(tmp_path, monkeypatch, {})
+    assert serving.find_binary(settings) is None
+    with pytest.raises(OllamaUnavailable) as exc:
+        serving.ensure_binary(settings)
+    fix = exc.value.fix or ""
+    assert "ollama" in fix and "go install github.com/ollama/ollama@v0.11.4" in fix
+    assert not settings.bin_dir.exists() or not any(settings.bin_dir.iterdir())
+
+
+def test_failed_build_leaves_nothing_behind(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _path_with(tmp_path, monkeypatch, {"go": 'echo "cgo: C compiler not found" >&2; exit 2'})
+    with pytest.raises(OllamaUnavailable, match="C compiler not found"):
+        serving.build_binary(settings)
+    assert list(settings.bin_dir.iterdir()) == []
+
+
+def test_configured_binary_must_exist(settings: Settings, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"ollama_bin": tmp_path / "nope"})
+    with pytest.raises(OllamaUnavailable, match="RAGFT_OLLAMA_BIN"):
+        serving.find_binary(s)
+
+
+def test_version_is_read_from_the_binary(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _path_with(tmp_path, monkeypatch, {"ollama": 'echo "Warning: client version is 0.11.4" >&2'})
+    found = serving.find_binary(settings)
+    assert found is not None and found.version == "0.11.4" and found.source == "PATH"
+
+
+def test_unreachable_configured_host_is_an_error(settings: Settings) -> None:
+    s = settings.model_copy(update={"ollama_host": f"127.0.0.1:{serving.free_port()}"})
+    assert serving.running_server(s) is None
+    with pytest.raises(OllamaUnavailable, match="RAGFT_OLLAMA_HOST"):
+        serving.ensure_server(s)
+
+
+def test_busy_port_is_detected() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert serving.port_in_use(port)
+    assert not serving.port_in_use(port)
+
+
+def test_stale_state_file_is_not_reused(settings: Settings) -> None:
+    settings.ollama_dir.mkdir(parents=True)
+    (settings.ollama_dir / "server.json").write_text(
+        '{"url": "http://127.0.0.1:9", "pid": 999999, "models_dir": "%s"}' % settings.ollama_models_dir)
+    assert serving.running_server(settings) is None
+    assert serving.stop_server(settings) is False
+    assert not (settings.ollama_dir / "server.json").exists()
+    assert os.environ.get("OLLAMA_HOST") is None
