@@ -9,12 +9,12 @@ DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16
 STAMP := $(VENV)/.ragft-deps-$(DEPS_HASH)
 QUESTION ?= What is the capital of France?
 
-.PHONY: install run setup demo test test-fast bench lint app clean
+.PHONY: install run setup test test-fast bench lint docs clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[browser]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[browser,dev]'
 	@rm -f $(VENV)/.ragft-deps-* && touch $@
 
 # Always re-point the editable install at this checkout (cheap: no dependency resolution).
@@ -39,6 +39,10 @@ bench: setup
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval
+
+# CLI reference generated from the code (typer), never retyped.
+docs: install
+	$(BIN)/typer cli utils docs --name ragft --output docs/cli.md
 
 clean:
 	-$(BIN)/ragft serve stop

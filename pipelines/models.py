@@ -225,10 +225,7 @@ _MANIFEST = "ragft-manifest.json"
 def _weights_ok(directory: Path) -> bool:
     try:
         manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-        for name, digest in manifest["files"].items():
-            if sha256_file(directory / name) != digest:
-                return False
-        return True
+        return all(sha256_file(directory / name) == digest for name, digest in manifest["files"].items())
     except (OSError, ValueError, KeyError):
         return False
 

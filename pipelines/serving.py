@@ -376,7 +376,7 @@ class Generation:
 
 def _stream(server: Server, settings: Settings, model: str, prompt: str, system: str | None) -> Iterator[ollama.GenerateResponse]:
     return client(server, settings).generate(
-        model=model, prompt=prompt, system=system, stream=True,
+        model=model, prompt=prompt, system=system or "", stream=True,
         options=settings.decoding_options(), keep_alive="30m",
     )
 

@@ -70,7 +70,7 @@ def test_busy_port_is_detected() -> None:
 def test_stale_state_file_is_not_reused(settings: Settings) -> None:
     settings.ollama_dir.mkdir(parents=True)
     (settings.ollama_dir / "server.json").write_text(
-        '{"url": "http://127.0.0.1:9", "pid": 999999, "models_dir": "%s"}' % settings.ollama_models_dir)
+        f'{{"url": "http://127.0.0.1:9", "pid": 999999, "models_dir": "{settings.ollama_models_dir}"}}')
     assert serving.running_server(settings) is None
     assert serving.stop_server(settings) is False
     assert not (settings.ollama_dir / "server.json").exists()

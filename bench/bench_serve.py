@@ -1,0 +1,118 @@
+"""Serving benchmark: decode tokens/s of the served default model (Ollama) vs. the same
+weights in-process with transformers (fp32), on the same prompts, in one run, plus the
+memory-bandwidth bound (bytes read per token / measured bandwidth).
+
+Run with `make bench`. Prints ratios measured side by side; absolute numbers drift with load.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines import models, serving  # noqa: E402
+from pipelines.arms import CLOSED_BOOK_SYSTEM  # noqa: E402
+from pipelines.config import load_settings  # noqa: E402
+
+PROMPTS = [
+    "Explain how photosynthesis works, step by step.",
+    "Write a short story about a lighthouse keeper.",
+    "Describe the water cycle to a ten-year-old.",
+    "List ten tips for writing clear technical documentation and explain each.",
+    "What are the main differences between a train and a bus? Explain in detail.",
+]
+NEW_TOKENS = 128
+
+
+def read_bandwidth(threads: int, mb: int = 512, repeats: int = 5) -> float:
+    """GB/s for summing a large float32 array split over `threads` threads (numpy drops the GIL)."""
+    a = np.ones(mb * (1 << 20) // 4, dtype=np.float32)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def bench_ollama(settings, server, name) -> list[float]:
+    opts = settings.model_copy(update={"max_tokens": NEW_TOKENS})
+    serving.generate(server, opts, name, PROMPTS[0], CLOSED_BOOK_SYSTEM)  # load + warm up
+    rates = []
+    for p in PROMPTS:
+        g = serving.generate(server, opts, name, p, CLOSED_BOOK_SYSTEM)
+        rates.append(g.tokens_per_s)
+    return rates
+
+
+def bench_transformers(settings, weights: Path) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(settings.num_threads)
+    tok = AutoTokenizer.from_pretrained(weights)
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32).eval()
+    rates = []
+    for i, p in enumerate([PROMPTS[0], *PROMPTS]):
+        msgs = [{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": p}]
+        enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            t = time.perf_counter()
+            model.generate(**enc, max_new_tokens=1, do_sample=False)
+            t_first = time.perf_counter() - t
+            t = time.perf_counter()
+            out = model.generate(**enc, max_new_tokens=NEW_TOKENS, do_sample=False)
+            t_all = time.perf_counter() - t
+        n = out.shape[1] - enc["input_ids"].shape[1]
+        if i > 0 and n > 1:  # the first prompt warms up
+            rates.append((n - 1) / max(t_all - t_first, 1e-9))
+    return rates
+
+
+def main() -> None:
+    settings = load_settings()
+    spec = models.get_spec(settings.model, settings)
+    server = serving.ensure_server(settings)
+    name = models.ensure_served(spec, settings, server)
+    weights = models.ensure_hf_weights(spec, settings)
+    served_bytes = serving.served_models(server, settings).get(name) or serving.served_models(server, settings)[f"{name}:latest"]
+    fp32_bytes = (weights / "model.safetensors").stat().st_size
+
+    bw = {t: read_bandwidth(t) for t in (1, settings.num_threads)}
+    ol = bench_ollama(settings, server, name)
+    tf = bench_transformers(settings, weights)
+    bw_use = bw[settings.num_threads]
+    rows = [
+        ("ollama", f"{name} ({settings.quantization})", served_bytes, statistics.median(ol)),
+        ("transformers", "fp32 safetensors", fp32_bytes, statistics.median(tf)),
+    ]
+    print(f"\nserving benchmark · {settings.model} · {settings.num_threads} threads · {NEW_TOKENS} new tokens · "
+          f"{len(PROMPTS)} prompts (median)")
+    print(f"memory read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw_use:.1f} GB/s ({settings.num_threads} threads)")
+    print(f"{'engine':<13} {'weights':<34} {'MB/token':>9} {'tok/s':>8} {'bound tok/s':>12} {'of bound':>9}")
+    result = {"model": settings.model, "threads": settings.num_threads, "bandwidth_gbs": bw, "engines": {}}
+    for engine, desc, nbytes, rate in rows:
+        bound = bw_use * 1e9 / nbytes
+        print(f"{engine:<13} {desc:<34} {nbytes / 1e6:>9.0f} {rate:>8.1f} {bound:>12.1f} {rate / bound:>8.0%}")
+        result["engines"][engine] = {"weights": desc, "bytes_per_token": nbytes, "tokens_per_s": rate,
+                                     "bound_tokens_per_s": bound, "all_rates": ol if engine == "ollama" else tf}
+    ratio = rows[0][3] / rows[1][3]
+    print(f"ratio ollama / transformers decode tokens/s: {ratio:.2f}x")
+    result["ratio"] = ratio
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "serve.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
