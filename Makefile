@@ -36,6 +36,7 @@ test-fast: install
 
 bench: setup
 	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_retrieval.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -18,6 +18,8 @@ app = typer.Typer(help="Should you use RAG, a LoRA fine-tune, or both? Measured 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 serve_app = typer.Typer(help="Start, stop or inspect ragft's Ollama server.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+corpus_app = typer.Typer(help="List, import and add corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
 console = Console()
 err = Console(stderr=True)
 
@@ -95,17 +97,20 @@ def models_cmd(data_dir: DataDirOpt = None) -> None:
 def ask_cmd(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     arm: Annotated[str, typer.Option("--arm", "-a", help="base | rag | ft | ft_rag")] = "base",
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus for the rag arms.")] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Answer one question with one arm, streaming it, then print the timings Ollama reports."""
+    from pipelines import corpus as corpora
     from pipelines.arms import check_arm_name, get_arm
 
     settings = _settings(model, data_dir)
     check_arm_name(arm)
     models.get_spec(settings.model, settings)  # fail on a bad name before starting anything
+    loaded = corpora.load(corpus, settings) if corpus else None
     server = serving.ensure_server(settings, err.print)
-    chosen = get_arm(arm, settings, server)
+    chosen = get_arm(arm, settings, server, loaded)
     result = chosen.answer(question, on_token=lambda t: console.print(t, end="", markup=False, highlight=False))
     console.print()
     g = result.generation
@@ -117,6 +122,98 @@ def ask_cmd(
     table.add_row("decode speed", f"{g.tokens_per_s:.1f} tok/s")
     table.add_row("model load", f"{g.load_ms:.0f} ms")
     console.print(table)
+    if result.passages:
+        passages = Table(title=f"retrieved passages ({result.retrieval_ms:.0f} ms)")
+        for col in ("#", "source", "score", "text"):
+            passages.add_column(col)
+        for i, p in enumerate(result.passages, 1):
+            passages.add_row(str(i), p.id, f"{p.score:.3f}", p.text[:160].replace("\n", " ") + ("…" if len(p.text) > 160 else ""))
+        console.print(passages)
+
+
+@app.command("index")
+def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")], data_dir: DataDirOpt = None) -> None:
+    """Build or update a corpus's index (only new or changed documents are embedded)."""
+    from rich.progress import Progress
+
+    from pipelines import corpus as corpora
+    from pipelines import rag
+
+    settings = _settings(None, data_dir)
+    loaded = corpora.load(corpus, settings)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("indexing", total=None)
+        report = rag.build_index(loaded, settings, lambda done, total, what: bar.update(task, completed=done, total=total,
+                                                                                          description=what))
+    for problem in report.problems:
+        err.print(f"[yellow]warning:[/] {problem}")
+    console.print(f"index [bold]{report.collection}[/]: {len(report.added)} added, {len(report.changed)} changed, "
+                  f"{len(report.removed)} removed, {report.unchanged} unchanged docs; "
+                  f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the index ({report.seconds:.1f} s)")
+
+
+@corpus_app.command("list")
+def corpus_list(data_dir: DataDirOpt = None) -> None:
+    """List bundled and imported corpora."""
+    from pipelines import corpus as corpora
+
+    settings = _settings(None, data_dir)
+    table = Table(title="corpora")
+    for col in ("name", "docs", "eval", "train", "license", "path"):
+        table.add_column(col)
+    for name, path in corpora.list_corpora(settings).items():
+        try:
+            c = corpora.load(str(path), settings)
+            table.add_row(name, str(len(c.doc_paths)), str(len(c.eval)), str(len(c.train)), c.license, str(path))
+        except RagftError as exc:
+            table.add_row(name, "-", "-", "-", "-", f"[red]{exc.message}[/]")
+    console.print(table)
+
+
+@corpus_app.command("show")
+def corpus_show(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")], data_dir: DataDirOpt = None) -> None:
+    """Validate a corpus and show what it holds and what is wrong with it."""
+    from pipelines import corpus as corpora
+
+    c = corpora.load(corpus, _settings(None, data_dir))
+    console.print(f"[bold]{c.name}[/] — {c.description}\nsource: {c.source}\nlicense: {c.license}\n"
+                  f"{len(c.doc_paths)} docs, {len(c.eval)} eval questions, {len(c.train)} train questions")
+    for problem in c.problems:
+        err.print(f"[yellow]warning:[/] {problem}")
+
+
+@corpus_app.command("import-squad")
+def corpus_import_squad(
+    file: Annotated[Path, typer.Argument(help="SQuAD v1.1 json file.")],
+    name: Annotated[str, typer.Option(help="Name of the new corpus.")] = "squad",
+    articles: Annotated[list[str] | None, typer.Option("--articles", help="Article titles to keep (repeatable).")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace an existing corpus of that name.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Turn a SQuAD v1.1 json file into a corpus (paragraphs → docs, questions → eval/train)."""
+    from pipelines import corpus as corpora
+
+    settings = _settings(None, data_dir)
+    path = corpora.import_squad(file, settings, name, articles, replace)
+    c = corpora.load(str(path), settings)
+    console.print(f"imported [bold]{c.name}[/]: {len(c.doc_paths)} docs, {len(c.eval)} eval and {len(c.train)} "
+                  f"train questions → {path}")
+
+
+@corpus_app.command("add")
+def corpus_add(
+    folder: Annotated[Path, typer.Argument(help="A folder of md, txt, rst, html or pdf files.")],
+    name: Annotated[str | None, typer.Option(help="Corpus name (default: the folder name).")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace an existing corpus of that name.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a corpus of your own folder of documents (no QA set needed to index and ask)."""
+    from pipelines import corpus as corpora
+
+    path, problems = corpora.add_folder(folder, _settings(None, data_dir), name, replace)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}")
+    console.print(f"added corpus at {path}; next: `ragft index {path.name}`")
 
 
 @serve_app.command("start")

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pipelines import models, serving
 from pipelines.config import Settings
+from pipelines.corpus import Corpus
 from pipelines.errors import UnknownNameError
 
 ARM_NAMES = ("base", "rag", "ft", "ft_rag")
@@ -59,18 +60,42 @@ class BaseArm:
         return Answer(arm=self.name, question=question, text=gen.text.strip(), model=self.model, generation=gen)
 
 
+@dataclass
+class RagArm:
+    """Base model + top-k retrieved passages in the prompt."""
+
+    settings: Settings
+    server: serving.Server
+    model: str
+    corpus: Corpus
+    name: str = "rag"
+
+    def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
+        from pipelines import rag
+
+        hits, retrieval_ms = rag.retrieve(self.corpus, question, self.settings)
+        prompt = rag.build_prompt(question, hits)
+        gen = serving.generate(self.server, self.settings, self.model, prompt, rag.RAG_SYSTEM, on_token)
+        passages = [Passage(h.id, h.text, h.score, h.doc_id) for h in hits]
+        return Answer(self.name, question, gen.text.strip(), self.model, gen, passages, retrieval_ms)
+
+
 def check_arm_name(name: str) -> str:
     if name not in ARM_NAMES:
         raise UnknownNameError(f"'{name}' is not a known arm", f"known arms: {', '.join(ARM_NAMES)}")
     return name
 
 
-def get_arm(name: str, settings: Settings, server: serving.Server) -> Arm:
+def get_arm(name: str, settings: Settings, server: serving.Server, corpus: Corpus | None = None) -> Arm:
     """The arm called `name`; unknown names list the known ones."""
     check_arm_name(name)
     spec = models.get_spec(settings.model, settings)
     if name == "base":
         return BaseArm(settings, server, models.served_name(spec, settings))
+    if name == "rag":
+        if corpus is None:
+            raise UnknownNameError("arm 'rag' needs a corpus", "pass --corpus NAME (see `ragft corpus list`)")
+        return RagArm(settings, server, models.served_name(spec, settings), corpus)
     raise UnknownNameError(
         f"arm '{name}' is not available in this version of ragft", "use --arm base"
     )

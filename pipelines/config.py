@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     custom_ollama_model: str | None = None  # model name "custom": an existing Ollama model …
     custom_hf_dir: Path | None = None  # … and the HF weights it was made from (for fine-tuning)
 
+    # Corpora and retrieval (a corpus's [retrieval] table overrides these)
+    max_file_mb: float = 50.0
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    top_k: int = 3
+    retrieval_mode: str = "hybrid"  # dense | bm25 | hybrid (BM25 + dense, reciprocal-rank fused)
+    chroma_url: str | None = None  # set → chromadb.HttpClient instead of the embedded store
+
     # Decoding (same for every arm: fairness)
     temperature: float = 0.0
     seed: int = 42
@@ -96,6 +104,13 @@ class Settings(BaseSettings):
             raise ValueError(f"'{v}' is not a supported quantisation; choose one of {sorted(allowed)}")
         return v
 
+    @field_validator("retrieval_mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in ("dense", "bm25", "hybrid"):
+            raise ValueError(f"'{v}' is not a retrieval mode; choose dense, bm25 or hybrid")
+        return v
+
     @field_validator("ollama_port")
     @classmethod
     def _port_range(cls, v: int) -> int:
@@ -103,7 +118,7 @@ class Settings(BaseSettings):
             raise ValueError(f"port {v} is outside 0..65535")
         return v
 
-    @field_validator("max_tokens", "num_ctx", "num_threads")
+    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:

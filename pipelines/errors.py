@@ -29,3 +29,7 @@ class OllamaUnavailable(RagftError):
 
 class ModelPrepError(RagftError):
     """Packaged weights could not be obtained, verified, converted or served."""
+
+
+class CorpusError(RagftError):
+    """A corpus folder, document or QA file that cannot be used as it is."""

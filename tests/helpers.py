@@ -1,0 +1,65 @@
+"""Small builders shared by tests: a 3-document corpus with known answers, tiny PDFs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DOCS = {
+    "festival.md": "# Festival\n\nThe Zorblax lantern festival takes place every March in Kelmouth. "
+                   "Lanterns are launched from the old pier at dusk.",
+    "harbour.txt": "Kelmouth harbour rules. The harbour master of Kelmouth is Ida Brandt. "
+                   "Boats longer than 12 metres need a mooring permit.",
+    "library.html": "<html><head><title>x</title><script>var a=1;</script></head><body><h1>Library</h1>"
+                    "<p>The Kelmouth public library opens at 9:30 on weekdays.</p></body></html>",
+}
+
+
+def make_corpus(root: Path, name: str = "kelmouth", qa: list[dict] | None = None) -> Path:
+    (root / "docs").mkdir(parents=True)
+    for fname, text in DOCS.items():
+        (root / "docs" / fname).write_text(text, encoding="utf-8")
+    (root / "corpus.toml").write_text(f'name = "{name}"\ndescription = "test"\nsource = "tests"\nlicense = "CC0-1.0"\n')
+    rows = qa if qa is not None else [
+        {"id": "q1", "question": "Who is the harbour master of Kelmouth?", "answers": ["Ida Brandt"], "source_ids": ["harbour"]},
+        {"id": "q2", "question": "In which month is the lantern festival?", "answers": ["March"], "source_ids": ["festival"]},
+        {"id": "q3", "question": "When does the library open on weekdays?", "answers": ["9:30"], "source_ids": ["library"]},
+    ]
+    (root / "qa").mkdir()
+    (root / "qa" / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def text_pdf(text: str) -> bytes:
+    """A minimal one-page PDF whose text pypdf can extract (offsets computed, not guessed)."""
+    content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def encrypted_pdf() -> bytes:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(text_pdf("secret plans"))))
+    writer.encrypt(user_password="hunter2", owner_password="hunter2")
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()

@@ -1,0 +1,161 @@
+"""Corpus folders, document readers, QA validation, SQuAD import (real files, no fakes)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import corpus as corpora
+from pipelines.config import Settings
+from pipelines.errors import CorpusError
+from tests.helpers import encrypted_pdf, make_corpus, text_pdf
+
+SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+
+
+def test_loads_a_valid_corpus(tmp_path: Path, settings: Settings) -> None:
+    c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
+    assert c.name == "kelmouth" and sorted(c.doc_paths) == ["festival", "harbour", "library"]
+    assert [q.id for q in c.eval] == ["q1", "q2", "q3"] and c.train == [] and c.problems == []
+    docs, problems = c.read_docs(10**6)
+    assert problems == []
+    html = next(d for d in docs if d.id == "library").text
+    assert "opens at 9:30" in html and "var a" not in html
+
+
+def test_unknown_corpus_lists_known(settings: Settings) -> None:
+    with pytest.raises(CorpusError, match="'nope' is not a known corpus") as exc:
+        corpora.load("nope", settings)
+    assert "harbor-city" in (exc.value.fix or "")
+
+
+def test_empty_corpus_is_refused(tmp_path: Path, settings: Settings) -> None:
+    root = make_corpus(tmp_path / "k")
+    for f in (root / "docs").iterdir():
+        f.unlink()
+    with pytest.raises(CorpusError, match="no documents"):
+        corpora.load(str(root), settings)
+
+
+def test_missing_metadata_is_named(tmp_path: Path, settings: Settings) -> None:
+    root = make_corpus(tmp_path / "k")
+    (root / "corpus.toml").write_text('name = "k"\n')
+    with pytest.raises(CorpusError, match="description, source, license"):
+        corpora.load(str(root), settings)
+
+
+@pytest.mark.parametrize(
+    ("fname", "payload", "needle"),
+    [
+        ("empty.txt", b"", "empty file"),
+        ("blob.txt", b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "binary data"),
+        ("latin.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8 (byte 0xe9"),
+        ("broken.pdf", b"%PDF-1.4\n1 0 obj garbage", "corrupted PDF"),
+        ("locked.pdf", None, "encrypted PDF"),
+        ("blank.md", b"   \n\n", "no text"),
+    ],
+)
+def test_bad_documents_are_named_and_good_ones_kept(tmp_path: Path, settings: Settings, fname: str,
+                                                     payload: bytes | None, needle: str) -> None:
+    root = make_corpus(tmp_path / "k")
+    (root / "docs" / fname).write_bytes(encrypted_pdf() if payload is None else payload)
+    c = corpora.load(str(root), settings)
+    docs, problems = c.read_docs(10**6)
+    assert sorted(d.id for d in docs) == ["festival", "harbour", "library"]
+    assert len(problems) == 1 and fname in problems[0] and needle in problems[0]
+
+
+def test_text_pdf_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "a.pdf"
+    p.write_bytes(text_pdf("The ferry leaves at noon"))
+    assert "ferry leaves at noon" in corpora.read_document(p, 10**6)
+
+
+def test_oversized_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    big = tmp_path / "huge.txt"
+    with big.open("wb") as f:
+        f.truncate(200 * 1024 * 1024)  # sparse: 200 MB on paper, nothing on disk
+    with pytest.raises(CorpusError, match=r"209\.7 MB is above the limit of 50 MB") as exc:
+        corpora.read_document(big, 50 * 10**6)
+    assert "RAGFT_MAX_FILE_MB" in (exc.value.fix or "")
+
+
+def test_duplicate_doc_ids_and_unsupported_types(tmp_path: Path, settings: Settings) -> None:
+    root = make_corpus(tmp_path / "k")
+    (root / "docs" / "harbour.md").write_text("another harbour")
+    (root / "docs" / "photo.png").write_bytes(b"\x89PNG")
+    c = corpora.load(str(root), settings)
+    assert c.doc_paths["harbour"].name == "harbour.md"  # sorted order: .md before .txt
+    assert any("duplicate doc id 'harbour'" in p for p in c.problems)
+    assert any("photo.png: unsupported type" in p for p in c.problems)
+
+
+def test_bad_qa_rows_are_named(tmp_path: Path, settings: Settings) -> None:
+    rows = [
+        {"id": "q1", "question": "Who?", "answers": ["Ida"], "source_ids": ["harbour"]},
+        {"id": "q2", "question": "Missing answers", "source_ids": ["harbour"]},
+        {"id": "q1", "question": "Dup id", "answers": ["x"], "source_ids": ["harbour"]},
+        {"id": "q4", "question": "Bad source", "answers": ["x"], "source_ids": ["nowhere"]},
+    ]
+    root = make_corpus(tmp_path / "k", qa=rows)
+    with (root / "qa" / "eval.jsonl").open("a") as f:
+        f.write("{not json\n")
+    c = corpora.load(str(root), settings)
+    assert [q.id for q in c.eval] == ["q1", "q4"]
+    joined = "\n".join(c.problems)
+    assert "eval.jsonl line 2: missing field(s) answers" in joined
+    assert "eval.jsonl line 3: duplicate id 'q1'" in joined
+    assert "eval.jsonl line 4: unknown source id(s) nowhere" in joined
+    assert "eval.jsonl line 5: not JSON" in joined
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "a/../../b.txt", "..", ""])
+def test_upload_names_with_paths_are_refused(bad: str) -> None:
+    with pytest.raises(CorpusError):
+        corpora.safe_upload_name(bad)
+
+
+def test_upload_names_are_cleaned() -> None:
+    assert corpora.safe_upload_name("My Report (final).PDF") == "my-report-final.pdf"
+
+
+def test_squad_import_round_trip(settings: Settings) -> None:
+    data = json.loads(SQUAD.read_text())["data"]
+    n_paragraphs = sum(len(a["paragraphs"]) for a in data)
+    questions = {qa["id"] for a in data for p in a["paragraphs"] for qa in p["qas"]}
+    path = corpora.import_squad(SQUAD, settings, "squad")
+    c = corpora.load(str(path), settings)
+    assert (n_paragraphs, len(questions)) == (130, 593)
+    assert len(c.doc_paths) == n_paragraphs
+    assert len(c.eval) + len(c.train) == len(questions)
+    assert {q.id for q in c.eval} | {q.id for q in c.train} == questions
+    assert not {q.id for q in c.eval} & {q.id for q in c.train}
+    assert c.problems == [] and c.license == "CC BY-SA 4.0"
+    first = (path / "qa" / "eval.jsonl").read_bytes()
+    corpora.import_squad(SQUAD, settings, "squad", replace=True)
+    assert (path / "qa" / "eval.jsonl").read_bytes() == first  # deterministic split
+
+
+def test_squad_import_refuses_overwrite_and_unknown_articles(settings: Settings, tmp_path: Path) -> None:
+    corpora.import_squad(SQUAD, settings, "squad", articles=["Chloroplast"])
+    with pytest.raises(CorpusError, match="already exists"):
+        corpora.import_squad(SQUAD, settings, "squad")
+    with pytest.raises(CorpusError, match="Atlantis") as exc:
+        corpora.import_squad(SQUAD, settings, "other", articles=["Atlantis"])
+    assert "Chloroplast" in (exc.value.fix or "")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"nope": 1}')
+    with pytest.raises(CorpusError, match="not a SQuAD v1.1 json"):
+        corpora.import_squad(bad, settings, "bad")
+
+
+def test_add_folder(tmp_path: Path, settings: Settings) -> None:
+    src = tmp_path / "mydocs"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.md").write_text("alpha")
+    (src / "sub" / "b.txt").write_text("beta")
+    (src / "c.exe").write_bytes(b"MZ")
+    path, problems = corpora.add_folder(src, settings)
+    c = corpora.load("mydocs", settings)
+    assert c.root == path and sorted(c.doc_paths) == ["a", "sub-b"] and c.eval == []
+    assert any("c.exe" in p for p in problems)
