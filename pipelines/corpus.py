@@ -203,7 +203,7 @@ def load_qa(path: Path, doc_ids: set[str] | None = None) -> tuple[list[QA], list
         sources = [str(s) for s in obj["source_ids"]]
         if doc_ids is not None and (unknown := [s for s in sources if s not in doc_ids]):
             problems.append(f"{where}: unknown source id(s) {', '.join(unknown)}")
-        rows.append(QA(qid, str(obj["question"]), [str(a) for a in answers], sources,
+        rows.append(QA(qid, str(obj["question"]), [str(a) for a in answers or []], sources,
                        obj.get("fact_id"), obj.get("answer_sentence")))
     return rows, problems
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from pipelines import embeddings
 from pipelines.config import Settings
@@ -174,7 +174,6 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
 @lru_cache(maxsize=8)
 def _bm25(settings_key: str, collection: str, count: int, top_n: int, chroma: tuple[str, str | None]) -> Any:
     """A BM25 retriever over all chunks of a collection, cached per process until the collection changes."""
-    from llama_index.core.schema import TextNode
     from llama_index.retrievers.bm25 import BM25Retriever
 
     settings = Settings(data_dir=chroma[0], chroma_url=chroma[1])  # type: ignore[arg-type]
@@ -237,8 +236,8 @@ def _reciprocal_rank_fusion(result_lists: list[list[Any]]) -> list[Any]:
     # and async retrievers even with one query; we reuse its fusion, not its orchestration.
     from llama_index.core.retrievers import QueryFusionRetriever
 
-    fused = QueryFusionRetriever._reciprocal_rerank_fusion(  # type: ignore[attr-defined]
-        None, {(str(i), ""): lst for i, lst in enumerate(result_lists)})
+    fused = QueryFusionRetriever._reciprocal_rerank_fusion(  # the method does not use `self`
+        cast(QueryFusionRetriever, None), {("", i): lst for i, lst in enumerate(result_lists)})
     return list(fused)
 
 
