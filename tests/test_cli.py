@@ -39,3 +39,30 @@ def test_unknown_model_lists_the_known_ones() -> None:
 def test_models_lists_the_registry() -> None:
     code, out = _run("models")
     assert code == 0 and "smollm2-135m" in out and "gemma3-270m" in out
+
+
+def test_cli_reference_is_generated_from_the_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    typer_bin = Path(sys.executable).parent / "typer"
+    out = tmp_path / "cli.md"
+    subprocess.run([str(typer_bin), "cli", "utils", "docs", "--name", "ragft", "--output", str(out)],
+                   cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
+    committed = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    assert out.read_text() == committed.read_text(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_index_and_rag_need_a_known_corpus() -> None:
+    code, out = _run("index", "no-such-corpus")
+    assert code == 1 and "'no-such-corpus' is not a known corpus" in out
+    code, out = _run("ask", "--arm", "rag", "--corpus", "no-such-corpus", "hi")
+    assert code == 1 and "no-such-corpus" in out
+
+
+def test_corpus_import_and_show(tmp_path: Path) -> None:
+    squad = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+    code, out = _run("corpus", "import-squad", str(squad), "--name", "sq", "--articles", "Chloroplast")
+    assert code == 0 and "63 docs" in out
+    code, out = _run("corpus", "show", "sq")
+    assert code == 0 and "CC BY-SA 4.0" in out
