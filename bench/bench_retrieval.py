@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
+
 from pipelines import corpus as corpora  # noqa: E402
 from pipelines import rag  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
@@ -64,10 +66,8 @@ def scaled_collection(src: corpora.Corpus, settings, factor: int) -> corpora.Cor
     scaled = corpora.Corpus(f"{src.name}-x{factor}", src.root, "bench", "bench", "bench", src.doc_paths, [], [])
     client = rag.chroma_client(settings)
     name = rag.collection_name(scaled.name, cfg)
-    try:
+    with contextlib.suppress(Exception):
         client.delete_collection(name)
-    except Exception:
-        pass
     col = client.create_collection(name, metadata={"hnsw:space": "cosine"})
     rng = np.random.default_rng(0)
     base = np.asarray(got["embeddings"], dtype=np.float32)

@@ -204,27 +204,30 @@ def retrieve(corpus: Corpus, question: str, settings: Settings, k: int | None = 
     k = k or cfg.top_k
     mode = mode or cfg.mode
     name = collection_name(corpus.name, cfg)
-    started = time.perf_counter()
     col = _collection(settings, name, create=False)
     count = col.count()
     if count == 0:
         raise CorpusError(f"the index of '{corpus.name}' is empty", f"run `ragft index {corpus.name}`")
     pool = max(k, 20)  # candidates per retriever before fusion
-    bundle = QueryBundle(question)
+    # One-off costs (loading MiniLM, building BM25) stay out of the per-question timing.
+    embed = embeddings.llama_index_embedding() if mode in ("dense", "hybrid") else None
+    bm25 = _bm25(str(settings.data_dir), name, count, pool, (str(settings.data_dir), settings.chroma_url)) \
+        if mode in ("bm25", "hybrid") else None
+    started = time.perf_counter()
     dense_hits: list[Any] = []
-    if mode in ("dense", "hybrid"):
-        vec = embeddings.llama_index_embedding().get_query_embedding(question)
-        res = col.query(query_embeddings=[vec], n_results=min(pool if mode == "hybrid" else k, count),
-                        include=["documents", "metadatas", "distances"])
+    if embed is not None:
         from llama_index.core.schema import NodeWithScore
 
+        vec = embed.get_query_embedding(question)
+        res = col.query(query_embeddings=[vec], n_results=min(pool if mode == "hybrid" else k, count),
+                        include=["documents", "metadatas", "distances"])
         dense_hits = [NodeWithScore(node=_node(i, t, m), score=1.0 - d)
                       for i, t, m, d in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
                                             strict=True)]
         if mode == "dense":
             return _to_hits(dense_hits), (time.perf_counter() - started) * 1000
-    bm25 = _bm25(str(settings.data_dir), name, count, pool, (str(settings.data_dir), settings.chroma_url))
-    sparse_hits = bm25.retrieve(bundle)
+    assert bm25 is not None
+    sparse_hits = bm25.retrieve(QueryBundle(question))
     if mode == "bm25":
         return _to_hits(sparse_hits[:k]), (time.perf_counter() - started) * 1000
     fused = _reciprocal_rank_fusion([dense_hits, sparse_hits])[:k]
