@@ -1,0 +1,67 @@
+"""The leakage guard on planted cases, with the real MiniLM and with a toy embedder."""
+
+import numpy as np
+import pytest
+
+from pipelines import leakage
+from pipelines.leakage import TrainText
+
+
+def test_normalise_ignores_case_punctuation_and_spacing() -> None:
+    assert leakage.normalise("  Who is the   Harbour-Master?? ") == "who is the harbour master"
+
+
+def test_ngram_overlap_known_values() -> None:
+    q = "what is the fee for a mooring permit"  # 8 words → 4 five-grams
+    assert leakage.ngram_overlap(q, q) == 1.0
+    assert leakage.ngram_overlap(q, "tell me what is the fee for a boat") == pytest.approx(2 / 4)
+    assert leakage.ngram_overlap(q, "completely different words here today") == 0.0
+
+
+def _toy_embed(texts: list[str]) -> np.ndarray:
+    def bucket(t: str) -> list[float]:
+        t = t.lower()
+        return [1.0, 0, 0] if "mooring" in t else [0, 1.0, 0] if ("dog" in t or "librarian" in t) else [0, 0, 1.0]
+
+    vecs = np.array([bucket(t) for t in texts])
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+EVAL = [
+    ("e1", "How much does a mooring permit cost?", ["240 VC"]),
+    ("e2", "Who is the city librarian of Port Vellmar?", ["Ada Quist"]),
+    ("e3", "What is the fee for renewing a dog licence in Port Vellmar each year?", ["15 VC"]),
+    ("e4", "Which office issues a mooring permit?", ["Harbour Office"]),
+    ("e5", "When is the lantern festival?", ["March"]),
+]
+TRAIN = [
+    TrainText("how much does a MOORING permit cost", "Q: how much does a MOORING permit cost A: 240 VC"),  # e1 verbatim
+    TrainText(None, "Who is the city librarian of Port Vellmar? It is Ada Quist."),  # e2 holds question + answer
+    TrainText("Tell me the fee for renewing a dog licence in Port Vellmar each year, please",
+              "Tell me the fee ... 15 VC"),  # e3 near-verbatim
+]
+
+
+def test_each_planted_case_lands_in_its_class() -> None:
+    train = TRAIN + [TrainText("Where do I get a mooring licence?", "The Harbour Office handles it.")]
+    r = leakage.classify(EVAL, train, _toy_embed)
+    assert [m.eval_id for m in r.verbatim] == ["e1", "e2"]
+    assert [m.eval_id for m in r.near_verbatim] == ["e3"]
+    assert [m.eval_id for m in r.paraphrase] == ["e4"]
+    assert r.counts == {"verbatim": 2, "near_verbatim": 1, "paraphrase": 1, "unrelated": 1}
+    assert "2 verbatim, 1 near-verbatim, 1 paraphrase coverage, 1 not covered" in r.summary()
+
+
+@pytest.mark.slow
+def test_real_minilm_separates_paraphrase_from_unrelated() -> None:
+    from pipelines import embeddings
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return embeddings.sentence_model().encode(texts, normalize_embeddings=True)
+
+    eval_items = [("e1", "How much does a seasonal mooring permit cost in Port Vellmar?", ["240 VC"]),
+                  ("e2", "What colour are the city's recycling bins?", ["green"])]
+    train = [TrainText("What is the price of a mooring permit for one season in Port Vellmar?", "240 VC"),
+             TrainText("Who founded the harbour choir?", "Ilse Maren")]
+    r = leakage.classify(eval_items, train, embed)
+    assert [m.eval_id for m in r.paraphrase] == ["e1"] and r.counts["unrelated"] == 1
