@@ -152,6 +152,54 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
                   f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the index ({report.seconds:.1f} s)")
 
 
+@app.command("finetune")
+def finetune_cmd(
+    corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
+    recipe: Annotated[str, typer.Option(help="Comma-separated: qa, docs, synthetic.")] = "qa",
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 5,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    r: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
+    alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 64,
+    dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    target_modules: Annotated[str, typer.Option(help="'all-linear' or comma-separated module names.")] = "all-linear",
+    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are cut).")] = 256,
+    checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, init).")] = 42,
+    allow_leakage: Annotated[bool, typer.Option(help="Train even if eval questions appear verbatim.")] = False,
+    resume: Annotated[str | None, typer.Option(help="Run id of an interrupted run to continue.")] = None,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """LoRA fine-tune the base model on a corpus, merge it and serve it from the same Ollama."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines import corpus as corpora
+    from pipelines import finetune as ft
+    from pipelines.train import LoraParams
+
+    settings = _settings(model, data_dir)
+    loaded = corpora.load(corpus, settings)
+    recipes = ft.parse_recipes(recipe)
+    modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
+    params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules, epochs=epochs, lr=lr,  # type: ignore[arg-type]
+                        max_length=max_length, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                        checkpoint_every=checkpoint_every)
+    params.validate()
+    server = serving.ensure_server(settings, err.print)
+    models.ensure_served(models.get_spec(settings.model, settings), settings, server, console.print)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("fine-tuning", total=None, loss="-")
+        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume, log=bar.console.print,
+                             progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}"))
+    t = record.get("training", {})
+    console.print(f"[green]done:[/] run {record['run_id']} → {record.get('ollama_model')}; {t.get('steps')} steps, "
+                  f"{t.get('train_tokens')} tokens in {t.get('wall_s')} s ({t.get('tokens_per_s')} tok/s), "
+                  f"peak RSS {t.get('peak_rss_mb')} MB, final loss {t.get('final_loss')}")
+
+
 @corpus_app.command("list")
 def corpus_list(data_dir: DataDirOpt = None) -> None:
     """List bundled and imported corpora."""

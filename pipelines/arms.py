@@ -92,10 +92,16 @@ def get_arm(name: str, settings: Settings, server: serving.Server, corpus: Corpu
     spec = models.get_spec(settings.model, settings)
     if name == "base":
         return BaseArm(settings, server, models.served_name(spec, settings))
+    if corpus is None and name != "base":
+        raise UnknownNameError(f"arm '{name}' needs a corpus", "pass --corpus NAME (see `ragft corpus list`)")
+    assert corpus is not None
     if name == "rag":
-        if corpus is None:
-            raise UnknownNameError("arm 'rag' needs a corpus", "pass --corpus NAME (see `ragft corpus list`)")
         return RagArm(settings, server, models.served_name(spec, settings), corpus)
-    raise UnknownNameError(
-        f"arm '{name}' is not available in this version of ragft", "use --arm base"
-    )
+    from pipelines.finetune import ensure_ft_model
+
+    ft_model = ensure_ft_model(corpus.name, settings, server)
+    if name == "ft":
+        return BaseArm(settings, server, ft_model, name="ft")
+    if name == "ft_rag":
+        return RagArm(settings, server, ft_model, corpus, name="ft_rag")
+    raise AssertionError(f"unhandled arm {name}")  # check_arm_name covers every name

@@ -275,10 +275,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    _add_legacy_rope_keys(out / "config.json")
+    add_legacy_rope_keys(out / "config.json")
 
 
-def _add_legacy_rope_keys(config_path: Path) -> None:
+def add_legacy_rope_keys(config_path: Path) -> None:
     # transformers 5 writes rope settings under `rope_parameters`; Ollama's importer reads the
     # older top-level keys and silently falls back to rope_theta=10000, which turns SmolLM2
     # (trained with 100000) into a generator of repeated digits. Write both forms.

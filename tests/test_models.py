@@ -96,7 +96,7 @@ def test_weights_manifest_detects_corruption(tmp_path: Path) -> None:
 def test_legacy_rope_keys_are_added(tmp_path: Path) -> None:
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}))
-    models._add_legacy_rope_keys(cfg)
+    models.add_legacy_rope_keys(cfg)
     assert json.loads(cfg.read_text())["rope_theta"] == 100000.0
 
 

@@ -1,0 +1,284 @@
+"""The fine-tuned arm: training data recipes, the leakage guard, LoRA training, merge, export.
+
+A run lives in `<data dir>/finetune/<run id>/` (run.json, leakage.json, loss.jsonl, checkpoint/,
+adapter/). The merged weights are served by the same Ollama as the base model, created with the
+same quantisation, under a name that is never reused: `ragft-<base>-<corpus>-ft[-vN]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import embeddings, leakage, models, serving
+from pipelines.arms import CLOSED_BOOK_SYSTEM
+from pipelines.config import Settings
+from pipelines.corpus import Corpus
+from pipelines.errors import CorpusError, ModelPrepError
+from pipelines.train import Example, LoraParams, TrainingError, merge_adapter, train_lora
+
+RECIPES = {
+    "qa": "the corpus's qa/train.jsonl questions and answers, chat-formatted, loss on the answer only",
+    "docs": "the corpus's chunks as plain text (continued pre-training), loss on every token",
+    "synthetic": "question/answer pairs a teacher model writes for each chunk (Ollama structured output)",
+}
+WEAK_TEACHER = ("note: the default teacher is the served base model; a 135M teacher writes weak questions. "
+                "Set RAGFT_TEACHER_MODEL to a bigger local model for better ones.")
+
+
+@dataclass
+class TrainItem:
+    """One training example before tokenisation: chat (system/user/assistant) or plain text."""
+
+    kind: str
+    question: str | None
+    answer: str | None
+    text: str | None = None
+
+    def guard_text(self) -> leakage.TrainText:
+        full = self.text if self.text is not None else f"{self.question}\n{self.answer}"
+        return leakage.TrainText(self.question, full)
+
+
+def parse_recipes(spec: str) -> list[str]:
+    names = [r.strip() for r in spec.split(",") if r.strip()]
+    unknown = [r for r in names if r not in RECIPES]
+    if unknown or not names:
+        raise CorpusError(f"unknown recipe(s) {', '.join(unknown) or '(none)'}", f"known recipes: {', '.join(RECIPES)}")
+    return names
+
+
+def available_recipes(corpus: Corpus) -> list[str]:
+    return (["qa"] if corpus.train else []) + ["docs", "synthetic"]
+
+
+def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: serving.Server | None = None,
+                log: Callable[[str], None] = print) -> list[TrainItem]:
+    items: list[TrainItem] = []
+    for recipe in recipes:
+        if recipe == "qa":
+            if not corpus.train:
+                raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'qa' recipe",
+                                  f"recipes that would work: {', '.join(r for r in available_recipes(corpus) if r != 'qa')}")
+            items += [TrainItem("qa", q.question, q.answer_sentence or q.answers[0]) for q in corpus.train]
+        elif recipe == "docs":
+            items += [TrainItem("docs", None, None, text) for text in _chunks(corpus, settings)]
+        elif recipe == "synthetic":
+            if server is None:
+                raise TrainingError("the synthetic recipe needs the Ollama server", "run `ragft setup`")
+            log(WEAK_TEACHER)
+            items += synthetic_items(corpus, settings, server, log)
+    return items
+
+
+def _chunks(corpus: Corpus, settings: Settings) -> list[str]:
+    from llama_index.core import Document
+    from llama_index.core.node_parser import SentenceSplitter
+
+    docs, _ = corpus.read_docs(int(settings.max_file_mb * 1e6))
+    splitter = SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    return [n.get_content() for n in splitter.get_nodes_from_documents([Document(text=d.text, id_=d.id) for d in docs])]
+
+
+_QA_SCHEMA = {"type": "object", "properties": {"pairs": {"type": "array", "items": {
+    "type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+    "required": ["question", "answer"]}}}, "required": ["pairs"]}
+
+
+def synthetic_items(corpus: Corpus, settings: Settings, server: serving.Server,
+                    log: Callable[[str], None] = print, per_chunk: int = 3) -> list[TrainItem]:
+    """Ask the teacher for question/answer pairs per chunk, constrained to a JSON schema."""
+    teacher = os.environ.get("RAGFT_TEACHER_MODEL") or models.served_name(models.get_spec(settings.model, settings), settings)
+    client = serving.client(server, settings)
+    items: list[TrainItem] = []
+    failures = 0
+    for text in _chunks(corpus, settings):
+        prompt = (f"Write {per_chunk} question and answer pairs about facts in this text. Each answer is short "
+                  f"and taken from the text.\n\nText:\n{text}")
+        try:
+            res = client.generate(model=teacher, prompt=prompt, format=_QA_SCHEMA,
+                                  options={**settings.decoding_options(), "num_predict": 512})
+            pairs = json.loads(res.response or "")["pairs"]
+        except (ValueError, KeyError, TypeError):
+            failures += 1
+            continue
+        items += [TrainItem("synthetic", str(p["question"]), str(p["answer"])) for p in pairs[:per_chunk]
+                  if isinstance(p, dict) and p.get("question") and p.get("answer")]
+    log(f"synthetic recipe: {len(items)} pairs from the teacher {teacher}; {failures} chunk(s) failed to parse")
+    return items
+
+
+def tokenize(items: list[TrainItem], tokenizer: Any, max_length: int) -> list[Example]:
+    """Chat items: loss on the assistant turn only; text items: loss on every token."""
+    out: list[Example] = []
+    for it in items:
+        if it.text is not None:
+            ids = tokenizer(it.text + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"][:max_length]
+            out.append(Example(ids, list(ids)))
+            continue
+        msgs = [{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": it.question}]
+        prompt_ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+        full_ids = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": it.answer}],
+                                                 tokenize=True, return_dict=False)
+        if full_ids[:len(prompt_ids)] != prompt_ids:
+            raise TrainingError("the chat template does not extend the prompt with the answer",
+                                "use a model whose template renders turns in order")
+        full_ids = full_ids[:max_length]
+        labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+        out.append(Example(full_ids, labels[:len(full_ids)]))
+    return [e for e in out if any(x != -100 for x in e.labels)]
+
+
+def check_leakage(corpus: Corpus, items: list[TrainItem], thresholds: leakage.Thresholds | None = None
+                  ) -> leakage.LeakageReport:
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(embeddings.sentence_model().encode(texts, normalize_embeddings=True, batch_size=64))
+
+    eval_items = [(q.id, q.question, q.answers) for q in corpus.eval]
+    return leakage.classify(eval_items, [it.guard_text() for it in items], embed, thresholds or leakage.Thresholds())
+
+
+# ---------------------------------------------------------------- runs
+
+
+def runs_dir(settings: Settings) -> Path:
+    return settings.data_dir.expanduser() / "finetune"
+
+
+def new_run_id(corpus: Corpus, settings: Settings) -> str:
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{models.safe_name(corpus.name)}-{settings.model}"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
+
+
+def list_runs(settings: Settings) -> list[dict[str, Any]]:
+    base = runs_dir(settings)
+    runs = []
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        if (d / "run.json").is_file():
+            runs.append(load_run(d))
+    return runs
+
+
+def latest_run(corpus_name: str, settings: Settings) -> dict[str, Any] | None:
+    done = [r for r in list_runs(settings) if r.get("corpus") == corpus_name and r.get("base_model") == settings.model
+            and r.get("status") == "served" and r.get("quantization") == settings.quantization]
+    return done[-1] if done else None
+
+
+def unused_model_name(server: serving.Server, settings: Settings, base: str) -> str:
+    """`base`, or `base-v2`, `-v3`, … : an existing Ollama model is never overwritten."""
+    existing = serving.served_models(server, settings)
+    name, version = base, 1
+    while f"{name}:{settings.quantization.lower()}" in existing:
+        version += 1
+        name = f"{base}-v{version}"
+    return f"{name}:{settings.quantization.lower()}"
+
+
+def finetune(
+    corpus: Corpus,
+    settings: Settings,
+    server: serving.Server,
+    recipes: list[str],
+    params: LoraParams,
+    allow_leakage: bool = False,
+    resume_run: str | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, float], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record."""
+    spec = models.get_spec(settings.model, settings)
+    base_dir = models.ensure_hf_weights(spec, settings, log)
+    if resume_run:
+        run_dir = runs_dir(settings) / resume_run
+        if not (run_dir / "run.json").is_file():
+            raise TrainingError(f"no fine-tune run '{resume_run}'", "see `ragft finetune-runs` for run ids")
+        record = load_run(run_dir)
+        recipes, params = record["recipes"], LoraParams(**record["params"])
+    else:
+        run_dir = runs_dir(settings) / new_run_id(corpus, settings)
+        run_dir.mkdir(parents=True)
+        record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
+                  "quantization": settings.quantization, "recipes": recipes, "params": asdict(params),
+                  "status": "preparing", "created": datetime.now(UTC).isoformat()}
+    items = build_items(corpus, recipes, settings, server, log)
+    report = check_leakage(corpus, items)
+    _write_json(run_dir / "leakage.json", report.as_dict())
+    record["leakage"] = report.counts
+    record["allow_leakage"] = allow_leakage
+    log(report.summary())
+    for m in report.verbatim[:3]:
+        log(f"  verbatim: eval {m.eval_id} '{m.eval_question}' ↔ '{m.train_text[:80]}'")
+    for m in report.near_verbatim[:3]:
+        log(f"  near-verbatim ({m.score:.2f}): eval {m.eval_id} '{m.eval_question}' ↔ '{m.train_text[:80]}'")
+    if report.verbatim and not allow_leakage:
+        record["status"] = "refused: leakage"
+        _write_json(run_dir / "run.json", record)
+        raise TrainingError(f"{len(report.verbatim)} eval question(s) appear verbatim in the training data "
+                            f"(see {run_dir / 'leakage.json'})",
+                            "remove them from the training data, or pass --allow-leakage (the run will say so)")
+
+    from transformers import AutoTokenizer
+
+    examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
+    record.update(status="training", n_items=len(items), n_examples=len(examples))
+    _write_json(run_dir / "run.json", record)
+    log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
+    result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
+                        progress=progress, stop_after_steps=stop_after_steps)
+    if result["status"] == "interrupted":
+        record["status"] = "interrupted"
+        _write_json(run_dir / "run.json", record)
+        return record
+    record["training"] = result
+    record["status"] = "trained"
+    _write_json(run_dir / "run.json", record)
+    record.update(export(run_dir, record, settings, server, log))
+    _write_json(run_dir / "run.json", record)
+    return record
+
+
+def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: serving.Server,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Merge the adapter into the base weights and create the served model (same quantisation)."""
+    spec = models.get_spec(record["base_model"], settings)
+    base_dir = models.ensure_hf_weights(spec, settings, log)
+    started = time.perf_counter()
+    merged = merge_adapter(base_dir, run_dir / "adapter", run_dir / "merged")
+    models.add_legacy_rope_keys(merged / "config.json")
+    name = record.get("ollama_model") or unused_model_name(
+        server, settings, f"ragft-{spec.name}-{models.safe_name(record['corpus'])}-ft")
+    models.create_checked(server, settings, name, models.modelfile(spec, merged), log)
+    shutil.rmtree(merged, ignore_errors=True)  # the adapter is kept; merging again takes seconds
+    log(f"served as {name} ({time.perf_counter() - started:.0f} s to merge and create)")
+    return {"status": "served", "ollama_model": name, "export_s": round(time.perf_counter() - started, 1)}
+
+
+def ensure_ft_model(corpus_name: str, settings: Settings, server: serving.Server) -> str:
+    """The newest fine-tuned model for (corpus, base model), recreated on this server if missing."""
+    run = latest_run(corpus_name, settings)
+    if run is None:
+        raise ModelPrepError(f"no fine-tuned {settings.model} model for corpus '{corpus_name}'",
+                             f"run `ragft finetune {corpus_name}` first")
+    if not serving.has_model(server, settings, run["ollama_model"]):
+        export(runs_dir(settings) / run["run_id"], run, settings, server)
+    return str(run["ollama_model"])
