@@ -142,6 +142,7 @@ def train_lora(
     total_steps = steps_per_epoch * params.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoint"
     log_path = run_dir / "loss.jsonl"
     step, epoch0, batch0, tokens, elapsed0 = 0, 0, 0, 0, 0.0
@@ -176,7 +177,7 @@ def train_lora(
                 raise TrainingError(f"out of memory at step {step + 1}",
                                     f"lower --batch-size or --max-length; checkpoints are kept in {ckpt_dir}") from exc
             tokens += int(batch["attention_mask"].sum())
-            accum_loss += float(loss)
+            accum_loss += float(loss.detach())
             accum_n += 1
             if accum_n == params.grad_accum or b == len(batches) - 1:
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)

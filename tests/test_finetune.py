@@ -1,0 +1,133 @@
+"""Fine-tuning with real PEFT on the real base weights, exported to and answered by real Ollama."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import corpus as corpora
+from pipelines import finetune as ft
+from pipelines import models, serving
+from pipelines.arms import get_arm
+from pipelines.config import Settings
+from pipelines.errors import CorpusError
+from pipelines.train import Example, LoraParams, TrainingError, make_batches, train_lora
+from tests.helpers import make_corpus
+
+TRAIN = [
+    ("Who serves as Kelmouth's harbour master?", "Ida Brandt", "The harbour master of Kelmouth is Ida Brandt.", "harbour"),
+    ("Name the person in charge of the harbour in Kelmouth.", "Ida Brandt", "Ida Brandt is Kelmouth's harbour master.",
+     "harbour"),
+    ("Which month hosts the Zorblax lantern festival?", "March", "The Zorblax lantern festival is held in March.", "festival"),
+    ("When in the year do lanterns fly in Kelmouth?", "March", "Kelmouth's lantern festival takes place in March.", "festival"),
+]
+
+
+def _corpus_with_train(root: Path, settings: Settings, extra: list[tuple[str, str, str, str]] = ()) -> corpora.Corpus:
+    make_corpus(root)
+    rows = [{"id": f"t{i}", "question": q, "answers": [a], "answer_sentence": s, "source_ids": [d]}
+            for i, (q, a, s, d) in enumerate(TRAIN + list(extra))]
+    (root / "qa" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return corpora.load(str(root), settings)
+
+
+def test_batches_are_length_grouped_and_reproducible() -> None:
+    lengths = [5, 100, 6, 98, 7, 99, 5, 97]
+    a = make_batches(lengths, 2, seed=1, epoch=0)
+    assert a == make_batches(lengths, 2, seed=1, epoch=0) and a != make_batches(lengths, 2, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(8))
+    for b in a:  # short with short, long with long
+        assert max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 3
+
+
+def test_qa_recipe_without_train_data_names_the_working_recipes(tmp_path: Path, settings: Settings) -> None:
+    c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
+    with pytest.raises(CorpusError, match="no qa/train.jsonl") as exc:
+        ft.build_items(c, ["qa"], settings)
+    assert "docs" in (exc.value.fix or "") and "synthetic" in (exc.value.fix or "")
+    with pytest.raises(CorpusError, match="known recipes"):
+        ft.parse_recipes("qa,magic")
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(TrainingError, match="--batch-size must be positive"):
+        LoraParams(batch_size=0).validate()
+    with pytest.raises(TrainingError, match="--lr"):
+        LoraParams(lr=5).validate()
+
+
+@pytest.mark.slow
+def test_answer_only_loss_masks_the_prompt(settings: Settings) -> None:
+    from transformers import AutoTokenizer
+
+    spec = models.get_spec("smollm2-135m", settings)
+    base = models.ensure_hf_weights(spec, settings.model_copy(update={"cache_dir": _shared_cache()}))
+    tok = AutoTokenizer.from_pretrained(base)
+    (ex,) = ft.tokenize([ft.TrainItem("qa", "Who?", "Ida Brandt.")], tok, 256)
+    answer = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != -100])
+    assert answer.startswith("Ida Brandt.") and "Who?" not in answer
+    assert "Who?" in tok.decode(ex.input_ids)
+
+
+def _shared_cache() -> Path:
+    from tests.conftest import SHARED_CACHE
+
+    return SHARED_CACHE
+
+
+@pytest.mark.slow
+def test_resume_reaches_the_same_weights(tmp_path: Path, settings: Settings) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    spec = models.get_spec("smollm2-135m", settings)
+    base = models.ensure_hf_weights(spec, settings.model_copy(update={"cache_dir": _shared_cache()}))
+    examples = [Example(list(range(10 + i, 30 + 3 * i)), list(range(10 + i, 30 + 3 * i))) for i in range(6)]
+    params = LoraParams(r=4, alpha=8, epochs=2, batch_size=2, max_length=64, checkpoint_every=1, lr=5e-4)
+    full = train_lora(base, examples, params, tmp_path / "full", threads=2)
+    part = train_lora(base, examples, params, tmp_path / "part", threads=2, stop_after_steps=4)
+    assert part == {"status": "interrupted", "step": 4}
+    resumed = train_lora(base, examples, params, tmp_path / "part", threads=2, resume=True)
+    assert full["steps"] == resumed["steps"] == 6 and full["train_tokens"] == resumed["train_tokens"]
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "part" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    losses = [json.loads(x)["step"] for x in (tmp_path / "part" / "loss.jsonl").read_text().splitlines()]
+    assert losses == [1, 2, 3, 4, 5, 6]  # no step logged twice
+
+
+@pytest.mark.slow
+def test_verbatim_leakage_refuses_to_train(tmp_path: Path, live_settings: Settings) -> None:
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    leak = ("Who is the harbour master of Kelmouth?", "Ida Brandt", "It is Ida Brandt.", "harbour")  # = eval q1
+    c = _corpus_with_train(tmp_path / "k", s, [leak])
+    with pytest.raises(TrainingError, match="1 eval question.s. appear verbatim") as exc:
+        ft.finetune(c, s, None, ["qa"], LoraParams(epochs=1))  # type: ignore[arg-type]
+    assert "--allow-leakage" in (exc.value.fix or "")
+    (run,) = ft.list_runs(s)
+    assert run["status"] == "refused: leakage" and run["leakage"]["verbatim"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_finetune_merges_serves_and_answers(tmp_path: Path, live_settings: Settings, ollama_server: serving.Server,
+                                           base_model: str) -> None:
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    c = _corpus_with_train(tmp_path / "k", s)
+    record = ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=10, batch_size=4, checkpoint_every=5))
+    assert record["status"] == "served" and record["ollama_model"] == "ragft-smollm2-135m-kelmouth-ft:q8_0"
+    stored = ft.load_run(ft.runs_dir(s) / record["run_id"])
+    t = stored["training"]
+    assert t["steps"] == 10 and t["train_tokens"] > 0 and t["tokens_per_s"] > 0 and t["peak_rss_mb"] > 0
+    assert t["device"] == "cpu" and t["final_loss"] < 0.5 and stored["leakage"]["verbatim"] == 0
+    assert (ft.runs_dir(s) / record["run_id"] / "adapter" / "adapter_model.safetensors").is_file()
+    ft_answer = get_arm("ft", s, ollama_server, c).answer("Who is the harbour master of Kelmouth?")
+    base_answer = get_arm("base", s, ollama_server, c).answer("Who is the harbour master of Kelmouth?")
+    assert "Brandt" in ft_answer.text and "Brandt" not in base_answer.text  # knowledge went in
+    # the same name is never reused: the next export gets a version suffix
+    assert ft.unused_model_name(ollama_server, s, "ragft-smollm2-135m-kelmouth-ft") == \
+        "ragft-smollm2-135m-kelmouth-ft-v2:q8_0"
+    rag_ft = get_arm("ft_rag", s, ollama_server, c)
+    assert rag_ft.model == record["ollama_model"]
