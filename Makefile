@@ -37,6 +37,8 @@ test-fast: install
 bench: setup
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_retrieval.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_finetune.py harbor-city
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -1,0 +1,117 @@
+"""Training benchmark: useful (non-pad) training tokens/s and peak memory of ragft's LoRA loop
+(length-grouped batches, padding to the batch's longest example) vs. a naive HF Trainer that
+pads every batch to max length. Same model, LoRA config, examples, batch size and threads;
+each variant runs in its own process so peak RSS is its own. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STEPS = 8
+BATCH = 8
+MAX_LEN = 256
+SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+
+
+def _examples():
+    from transformers import AutoTokenizer
+
+    from pipelines import corpus as corpora
+    from pipelines import finetune as ft
+    from pipelines import models
+    from pipelines.config import load_settings
+
+    settings = load_settings()
+    base = models.ensure_hf_weights(models.get_spec(settings.model, settings), settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = settings.model_copy(update={"data_dir": Path(tmp)})
+        c = corpora.load(str(corpora.import_squad(SQUAD, s, "squad")), s)
+        items = ft.build_items(c, ["qa", "docs"], s)  # short QA turns and long document chunks
+    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), MAX_LEN), settings.num_threads
+
+
+def run_ours() -> dict:
+    from pipelines.train import LoraParams, train_lora
+
+    base, examples, threads = _examples()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_lora(base, examples, LoraParams(batch_size=BATCH, max_length=MAX_LEN, checkpoint_every=10**6),
+                   Path(tmp), threads, stop_after_steps=STEPS)
+        last = json.loads((Path(tmp) / "loss.jsonl").read_text().splitlines()[-1])
+    return {"tokens": last["tokens"], "seconds": last["elapsed_s"]}
+
+
+def run_naive() -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    base, examples, threads = _examples()
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(base)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    import random
+
+    random.Random(42).shuffle(examples)
+    examples = examples[:STEPS * BATCH]  # one epoch of exactly STEPS batches: every row is seen once
+    rows = []
+    for e in examples:  # pad every example to max length, as a plain tokenizer(padding="max_length") would
+        n = len(e.input_ids)
+        rows.append({"input_ids": e.input_ids + [pad] * (MAX_LEN - n), "labels": e.labels + [-100] * (MAX_LEN - n),
+                     "attention_mask": [1] * n + [0] * (MAX_LEN - n)})
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules="all-linear",
+                                      task_type="CAUSAL_LM"))
+
+    def collate(batch):
+        return {k: torch.tensor([r[k] for r in batch]) for k in batch[0]}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=STEPS, learning_rate=1e-3,
+                                 report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=42,
+                                 dataloader_num_workers=0, remove_unused_columns=False)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    tokens = sum(sum(r["attention_mask"]) for r in rows)
+    return {"tokens": tokens, "seconds": seconds}
+
+
+def main() -> None:
+    if len(sys.argv) > 1:
+        out = run_ours() if sys.argv[1] == "ours" else run_naive()
+        import resource
+
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(out))
+        return
+    results = {}
+    for variant in ("ours", "naive"):
+        proc = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True, check=True)
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+        results[variant] = json.loads(line[7:])
+    print(f"\ntraining benchmark · SmolLM2-135M · LoRA r=32 all-linear · batch {BATCH} · {STEPS} steps · "
+          f"SQuAD subset qa+docs examples, max length {MAX_LEN}")
+    print(f"{'variant':<34} {'useful tokens':>13} {'seconds':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
+    labels = {"ours": "ragft (length-grouped, dynamic pad)", "naive": "HF Trainer, padded to max length"}
+    for v, r in results.items():
+        r["tokens_per_s"] = r["tokens"] / r["seconds"]
+        print(f"{labels[v]:<34} {r['tokens']:>13} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {r['peak_rss_mb']:>12.0f}")
+    ratio = results["ours"]["tokens_per_s"] / results["naive"]["tokens_per_s"]
+    print(f"ratio ragft / naive useful tokens/s: {ratio:.2f}x")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "train.json").write_text(json.dumps({**results, "ratio": ratio}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
