@@ -200,6 +200,22 @@ def finetune_cmd(
                   f"peak RSS {t.get('peak_rss_mb')} MB, final loss {t.get('final_loss')}")
 
 
+@app.command("finetune-runs")
+def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
+    """List fine-tune runs with their status, leakage counts and measurements."""
+    from pipelines import finetune as ft
+
+    table = Table(title="fine-tune runs")
+    for col in ("run id", "status", "recipes", "leakage (verbatim/near/paraphrase)", "steps", "tok/s", "model"):
+        table.add_column(col)
+    for r in ft.list_runs(_settings(None, data_dir)):
+        lk, t = r.get("leakage", {}), r.get("training", {})
+        table.add_row(r["run_id"], r["status"], ",".join(r["recipes"]),
+                      f"{lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/{lk.get('paraphrase', '-')}",
+                      str(t.get("steps", "-")), str(t.get("tokens_per_s", "-")), str(r.get("ollama_model", "-")))
+    console.print(table)
+
+
 @corpus_app.command("list")
 def corpus_list(data_dir: DataDirOpt = None) -> None:
     """List bundled and imported corpora."""
