@@ -38,7 +38,7 @@ bench: setup
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_retrieval.py
 	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_finetune.py harbor-city
+	$(BIN)/python bench/bench_finetune.py port-vellmar
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -2,7 +2,7 @@
 eval questions closed book with the base and the fine-tuned model. Prints training time and
 both arms' scores (reference contained, token F1) measured in the same run.
 
-Usage: python bench/bench_finetune.py [CORPUS] (default: harbor-city). Part of `make bench`.
+Usage: python bench/bench_finetune.py [CORPUS] (default: port-vellmar). Part of `make bench`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipelines.train import LoraParams  # noqa: E402
 
 
 def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else "harbor-city"
+    name = sys.argv[1] if len(sys.argv) > 1 else "port-vellmar"
     settings = load_settings()
     corpus = corpora.load(name, settings)
     server = serving.ensure_server(settings)

@@ -35,14 +35,18 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def ngram_overlap(eval_q: str, train_q: str, n: int = 5) -> float:
-    """Fraction of the eval question's word n-grams that also occur in the training text."""
-    a = ngrams(eval_q, n)
-    return len(a & ngrams(train_q, n)) / len(a) if a else 0.0
+    """Jaccard overlap of the two questions' word n-grams.
+
+    Jaccard rather than containment: short questions share generic stems ("what is the name
+    of the …"), and containment flagged those as near-copies on the demo corpus.
+    """
+    a, b = ngrams(eval_q, n), ngrams(train_q, n)
+    return len(a & b) / len(a | b) if a else 0.0
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    near_verbatim_5gram: float = 0.5  # ≥ half of the eval question's 5-grams appear in one training question
+    near_verbatim_5gram: float = 0.5  # Jaccard of word 5-grams between eval and one training question
     paraphrase_cosine: float = 0.75  # MiniLM cosine between eval and training question
 
 

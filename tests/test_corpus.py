@@ -26,7 +26,7 @@ def test_loads_a_valid_corpus(tmp_path: Path, settings: Settings) -> None:
 def test_unknown_corpus_lists_known(settings: Settings) -> None:
     with pytest.raises(CorpusError, match="'nope' is not a known corpus") as exc:
         corpora.load("nope", settings)
-    assert "harbor-city" in (exc.value.fix or "")
+    assert "port-vellmar" in (exc.value.fix or "")
 
 
 def test_empty_corpus_is_refused(tmp_path: Path, settings: Settings) -> None:
