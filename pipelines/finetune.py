@@ -251,10 +251,29 @@ def finetune(
         return record
     record["training"] = result
     record["status"] = "trained"
+    write_loss_plot(run_dir)
     _write_json(run_dir / "run.json", record)
     record.update(export(run_dir, record, settings, server, log))
     _write_json(run_dir / "run.json", record)
     return record
+
+
+def loss_chart(run_dir: Path) -> Any:
+    """The loss curve of a run as an Altair chart (the CLI saves it as PNG; the app draws it live)."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [json.loads(x) for x in (run_dir / "loss.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    return alt.Chart(pd.DataFrame(rows), title=f"training loss · {run_dir.name}").mark_line(point=True).encode(
+        x=alt.X("step:Q", title="optimizer step"), y=alt.Y("loss:Q", title="loss"), tooltip=["step", "epoch", "loss", "lr"])
+
+
+def write_loss_plot(run_dir: Path) -> Path:
+    import vl_convert as vlc
+
+    out = run_dir / "loss.png"
+    out.write_bytes(vlc.vegalite_to_png(loss_chart(run_dir).to_json(), scale=1.5))
+    return out
 
 
 def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: serving.Server,

@@ -131,3 +131,34 @@ def test_finetune_merges_serves_and_answers(tmp_path: Path, live_settings: Setti
         "ragft-smollm2-135m-kelmouth-ft-v2:q8_0"
     rag_ft = get_arm("ft_rag", s, ollama_server, c)
     assert rag_ft.model == record["ollama_model"]
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step(tmp_path: Path, settings: Settings) -> None:
+    spec = models.get_spec("smollm2-135m", settings)
+    base = models.ensure_hf_weights(spec, settings.model_copy(update={"cache_dir": _shared_cache()}))
+    ok = Example(list(range(10, 30)), list(range(10, 30)))
+    no_target = Example(list(range(10, 30)), [-100] * 20)  # a batch with nothing to learn: the mean loss is NaN
+    params = LoraParams(r=4, epochs=1, batch_size=1, checkpoint_every=1, seed=3)
+    with pytest.raises(TrainingError, match=r"the loss became nan at step \d") as exc:
+        train_lora(base, [ok, no_target, ok], params, tmp_path / "run", threads=2)
+    assert "lower --lr" in (exc.value.fix or "") and "checkpoint" in (exc.value.fix or "")
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_few_steps_on_the_demo_corpus(tmp_path: Path, live_settings: Settings, ollama_server: serving.Server,
+                                      base_model: str) -> None:
+    from safetensors.torch import load_file
+
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    c = corpora.load("port-vellmar", s)
+    record = ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=1, batch_size=16, checkpoint_every=100))
+    run_dir = ft.runs_dir(s) / record["run_id"]
+    adapter = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert any(float(t.abs().sum()) > 0 for k, t in adapter.items() if "lora_B" in k)  # B starts at zero
+    assert record["status"] == "served" and serving.has_model(ollama_server, s, record["ollama_model"])
+    assert get_arm("ft", s, ollama_server, c).answer("Who is the mayor of Port Vellmar?").text.strip()
+    stored = ft.load_run(run_dir)
+    assert stored["training"]["steps"] == 7 and stored["leakage"]["verbatim"] == 0
+    assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "leakage.json").is_file()
