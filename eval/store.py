@@ -1,0 +1,136 @@
+"""SQLite run history: every answer and every score is written as soon as it exists.
+
+WAL mode and a busy timeout let two evaluations (CLI and app) write at once; each write is its
+own transaction, so a killed process loses at most the answer it was producing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import RagftError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, corpus TEXT NOT NULL, arms TEXT NOT NULL, config TEXT NOT NULL,
+  created REAL NOT NULL, status TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS answers (
+  run_id TEXT NOT NULL, arm TEXT NOT NULL, qid TEXT NOT NULL, question TEXT NOT NULL, model TEXT NOT NULL,
+  text TEXT NOT NULL, passages TEXT NOT NULL, retrieval_ms REAL, ttft_ms REAL, total_ms REAL,
+  prompt_tokens INTEGER, output_tokens INTEGER, eval_ms REAL, tokens_per_s REAL, created REAL NOT NULL,
+  PRIMARY KEY (run_id, arm, qid)
+);
+CREATE TABLE IF NOT EXISTS scores (
+  run_id TEXT NOT NULL, arm TEXT NOT NULL, qid TEXT NOT NULL, metric TEXT NOT NULL, value REAL, error TEXT,
+  PRIMARY KEY (run_id, arm, qid, metric)
+);
+"""
+
+
+class StoreError(RagftError):
+    """The run database cannot be opened or is damaged."""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            ok = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(ok)
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the run database {path} is damaged: {exc}",
+                             f"ragft never overwrites it; move it aside (e.g. `mv {path} {path}.broken`) and run again, "
+                             "or restore a backup") from exc
+        self.db.row_factory = sqlite3.Row
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def backup(self) -> Path:
+        dest = self.path.with_suffix(f".{int(time.time())}.bak")
+        shutil.copy2(self.path, dest)
+        return dest
+
+    # runs
+    def ensure_run(self, run_id: str, corpus: str, arms: list[str], config: dict[str, Any]) -> bool:
+        """Create the run if new; True when it already existed (a resume)."""
+        with self.tx() as db:
+            row = db.execute("SELECT run_id FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row:
+                db.execute("UPDATE runs SET status='running' WHERE run_id=?", (run_id,))
+                return True
+            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
+                       (run_id, corpus, json.dumps(arms), json.dumps(config), time.time(), "running", "{}"))
+            return False
+
+    def set_status(self, run_id: str, status: str, info: dict[str, Any] | None = None) -> None:
+        with self.tx() as db:
+            if info is None:
+                db.execute("UPDATE runs SET status=? WHERE run_id=?", (status, run_id))
+            else:
+                db.execute("UPDATE runs SET status=?, info=? WHERE run_id=?", (status, json.dumps(info, default=str), run_id))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RagftError(f"no stored run '{run_id}'", "see `ragft runs`")
+        return {**dict(row), "arms": json.loads(row["arms"]), "config": json.loads(row["config"]),
+                "info": json.loads(row["info"])}
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT r.*, (SELECT COUNT(*) FROM answers a WHERE a.run_id=r.run_id) AS n_answers "
+                               "FROM runs r ORDER BY created").fetchall()
+        return [{**dict(r), "arms": json.loads(r["arms"])} for r in rows]
+
+    # answers
+    def answered(self, run_id: str, arm: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT qid FROM answers WHERE run_id=? AND arm=?", (run_id, arm))}
+
+    def save_answer(self, run_id: str, row: dict[str, Any]) -> bool:
+        """Insert once; a second writer of the same answer is ignored (never answered twice)."""
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, row["arm"], row["qid"], row["question"], row["model"], row["text"], json.dumps(row["passages"]),
+                 row["retrieval_ms"], row["ttft_ms"], row["total_ms"], row["prompt_tokens"], row["output_tokens"],
+                 row["eval_ms"], row["tokens_per_s"], time.time()))
+            return cur.rowcount == 1
+
+    def answers(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM answers WHERE run_id=? ORDER BY arm, qid", (run_id,)).fetchall()
+        return [{**dict(r), "passages": json.loads(r["passages"])} for r in rows]
+
+    # scores
+    def scored(self, run_id: str) -> set[tuple[str, str, str]]:
+        return {(r[0], r[1], r[2]) for r in self.db.execute("SELECT arm, qid, metric FROM scores WHERE run_id=?", (run_id,))}
+
+    def save_scores(self, run_id: str, rows: list[tuple[str, str, str, float | None, str | None]]) -> None:
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?)", [(run_id, *r) for r in rows])
+
+    def scores(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM scores WHERE run_id=? ORDER BY arm, qid, metric", (run_id,))]
