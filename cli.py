@@ -216,6 +216,176 @@ def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
     console.print(table)
 
 
+def _one_off_seconds(corpus: object, settings: Settings) -> dict[str, float]:
+    from pipelines import finetune as ft
+    from pipelines import rag
+
+    index_s = rag.index_build_seconds(corpus, settings)  # type: ignore[arg-type]
+    run = ft.latest_run(corpus.name, settings)  # type: ignore[attr-defined]
+    ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
+    return {"base": 0.0, "rag": index_s, "ft": ft_s, "ft_rag": ft_s + index_s}
+
+
+@app.command("eval")
+def eval_cmd(
+    corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: base, rag, ft, ft_rag.")] = "base,rag,ft,ft_rag",
+    out: Annotated[Path, typer.Option(help="Folder for report.html, answers.csv, scores.csv, summary.json.")] = Path("ragft-report"),
+    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the question sample and the bootstrap.")] = 42,
+    judge: Annotated[str | None, typer.Option(help="LLM judge model (not available yet).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions answered at once against Ollama.")] = 1,
+    price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour of compute.")] = 0.10,
+    docs_change_often: Annotated[bool, typer.Option(help="Your documents change often.")] = False,
+    need_citations: Annotated[bool, typer.Option(help="Answers must cite their sources.")] = False,
+    latency_budget_ms: Annotated[float | None, typer.Option(help="p95 latency an answer must stay under.")] = None,
+    offline: Annotated[bool, typer.Option(help="Must run offline / on the edge.")] = False,
+    fail_under: Annotated[list[str] | None, typer.Option(help="METRIC=VALUE (or ARM:METRIC=VALUE): exit 1 below it.")] = None,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run (or resume) the held-out questions through the arms, score them, write the report."""
+    from rich.progress import Progress
+
+    from eval.recommend import Needs
+    from eval.report import summarise, write_outputs
+    from eval.runner import EvalConfig, run_eval
+    from eval.store import Store
+    from pipelines import corpus as corpora
+
+    if judge:
+        raise RagftError("LLM-judge metrics are not available in this version of ragft",
+                         "leave out --judge: the non-LLM metrics are always computed")
+    settings = _settings(model, data_dir)
+    loaded = corpora.load(corpus, settings)
+    cfg = EvalConfig([a.strip() for a in arms.split(",") if a.strip()], limit, seed, concurrency, judge)
+    gates = _parse_gates(fail_under or [])
+    store = Store(settings.runs_db)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+        run_id = run_eval(loaded, cfg, settings, store,
+                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print)
+    summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline),
+                        _one_off_seconds(loaded, settings))
+    paths = write_outputs(store, run_id, summary, out)
+    _print_summary(summary)
+    console.print(f"report: {paths['report.html']}")
+    failed = _check_gates(summary, gates)
+    for line in failed:
+        err.print(f"[red]fail-under:[/] {line}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _parse_gates(specs: list[str]) -> list[tuple[str | None, str, float]]:
+    gates = []
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise RagftError(f"--fail-under {spec!r} is not METRIC=VALUE", "e.g. --fail-under rag:contains=0.3") from None
+        arm, _, metric = key.rpartition(":")
+        if not sep or not metric:
+            raise RagftError(f"--fail-under {spec!r} is not METRIC=VALUE", "e.g. --fail-under rag:contains=0.3")
+        gates.append((arm or None, metric, threshold))
+    return gates
+
+
+def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> list[str]:
+    failed = []
+    for arm, metric, threshold in gates:
+        per = summary["metrics"].get(metric)
+        if per is None:
+            failed.append(f"metric {metric!r} is not in this run (known: {', '.join(summary['metrics'])})")
+            continue
+        for a, v in per.items():
+            if (arm is None or a == arm) and v["mean"] < threshold:
+                failed.append(f"{a} {metric} {v['mean']:.3f} < {threshold}")
+    return failed
+
+
+def _print_summary(summary: dict) -> None:
+    arms = summary["arms"]
+    table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
+    table.add_column("metric")
+    for a in arms:
+        table.add_column(a)
+    for m, per in summary["metrics"].items():
+        table.add_row(m, *[(f"{per[a]['mean']:.3f} [{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]"
+                            + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else "")) if a in per else "-"
+                           for a in arms])
+    lat = summary["latency"]
+    table.add_row("p50 / p95 latency ms", *[f"{lat[a]['p50_ms']:.0f} / {lat[a]['p95_ms']:.0f}" for a in arms])
+    table.add_row("answers / min", *[f"{lat[a]['answers_per_min']:.1f}" for a in arms])
+    table.add_row("cost / 1k answers", *[f"{summary['costs'][a]['per_1k_answers']:.4f}" for a in arms])
+    console.print(table)
+    rec = summary["recommendation"]
+    console.print(f"[bold]recommendation: {rec['choice']}[/]")
+    for r in rec["reasons"]:
+        console.print(f"  • {r}")
+    console.print(f"  {summary['leakage_statement']}")
+
+
+@app.command("runs")
+def runs_cmd(data_dir: DataDirOpt = None) -> None:
+    """List stored evaluation runs."""
+    from datetime import datetime
+
+    from eval.store import Store
+
+    table = Table(title="evaluation runs")
+    for col in ("run id", "corpus", "arms", "answers", "status", "created"):
+        table.add_column(col)
+    for r in Store(_settings(None, data_dir).runs_db).runs():
+        table.add_row(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), r["status"],
+                      datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command("report")
+def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id (see `ragft runs`).")],
+               out: Annotated[Path, typer.Option(help="Output folder.")] = Path("ragft-report"),
+               price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour.")] = 0.10,
+               data_dir: DataDirOpt = None) -> None:
+    """Write the report of a stored run again (no model is called)."""
+    from eval.report import summarise, write_outputs
+    from eval.store import Store
+    from pipelines import corpus as corpora
+
+    settings = _settings(None, data_dir)
+    store = Store(settings.runs_db)
+    run = store.run(run_id)
+    try:
+        one_off = _one_off_seconds(corpora.load(run["corpus"], settings), settings)
+    except RagftError:
+        one_off = {}
+    summary = summarise(store, run_id, price_per_hour, None, one_off)
+    paths = write_outputs(store, run_id, summary, out)
+    _print_summary(summary)
+    console.print(f"report: {paths['report.html']}")
+
+
+@app.command("compare")
+def compare_cmd(run_a: Annotated[str, typer.Argument(help="First run id.")],
+                run_b: Annotated[str, typer.Argument(help="Second run id.")], data_dir: DataDirOpt = None) -> None:
+    """Compare two stored runs metric by metric, arm by arm."""
+    from eval.report import summarise
+    from eval.store import Store
+
+    store = Store(_settings(None, data_dir).runs_db)
+    a, b = summarise(store, run_a), summarise(store, run_b)
+    table = Table(title=f"{run_a} → {run_b}")
+    for col in ("metric", "arm", run_a, run_b, "change"):
+        table.add_column(col)
+    for m in a["metrics"]:
+        for arm in a["metrics"][m]:
+            if arm in b["metrics"].get(m, {}):
+                x, y = a["metrics"][m][arm]["mean"], b["metrics"][m][arm]["mean"]
+                table.add_row(m, arm, f"{x:.3f}", f"{y:.3f}", f"{y - x:+.3f}")
+    console.print(table)
+
+
 @corpus_app.command("list")
 def corpus_list(data_dir: DataDirOpt = None) -> None:
     """List bundled and imported corpora."""

@@ -42,6 +42,7 @@ class Answer:
 
 class Arm(Protocol):
     name: str
+    model: str
 
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer: ...
 

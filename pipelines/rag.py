@@ -8,10 +8,12 @@ incremental: only new or changed docs are embedded, deleted docs are removed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, cast
 
 from pipelines import embeddings
@@ -165,7 +167,34 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
         report.problems.append(f"kept the previously indexed version of: {', '.join(sorted(unreadable & set(stored)))}")
     _bm25.cache_clear()
     report.seconds = time.perf_counter() - started
+    _record_build(settings, report)
     return report
+
+
+def _build_path(settings: Settings, collection: str) -> Path:
+    return settings.chroma_dir / f"{collection}.build.json"
+
+
+def _record_build(settings: Settings, report: IndexReport) -> None:
+    """Keep the compute an index has cost so far (cost model: the rag arm's one-off cost)."""
+    path = _build_path(settings, report.collection)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        total = float(json.loads(path.read_text(encoding="utf-8"))["build_seconds"])
+    except (OSError, ValueError, KeyError):
+        total = 0.0
+    data = {"build_seconds": total + report.seconds, "chunks": report.chunks_total}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def index_build_seconds(corpus: Corpus, settings: Settings) -> float:
+    path = _build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["build_seconds"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
 
 
 # ---------------------------------------------------------------- retrieval

@@ -1,0 +1,229 @@
+"""Turn a stored run into numbers (summary.json), tables (answers.csv, scores.csv) and a
+self-contained report.html (charts inlined as SVG, rendered offline by vl-convert)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from eval import costs as costs_mod
+from eval.recommend import Needs, recommend
+from eval.scoring import PRIMARY
+from eval.stats import bootstrap_ci, paired_compare
+from eval.store import Store
+
+ARM_ORDER = ("base", "rag", "ft", "ft_rag")
+KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
+               "bleu_score", "non_llm_string_similarity", "retrieval_hit")
+
+
+def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Needs | None = None,
+              one_off_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    run = store.run(run_id)
+    arms = [a for a in ARM_ORDER if a in run["arms"]]
+    answers = store.answers(run_id)
+    scores = store.scores(run_id)
+    by = {(s["arm"], s["qid"], s["metric"]): s for s in scores}
+    # paired statistics need the questions every arm answered
+    qids = sorted(set.intersection(*[{a["qid"] for a in answers if a["arm"] == arm} for arm in arms])) if arms else []
+    metrics: dict[str, dict[str, Any]] = {}
+    for m in KEY_METRICS:
+        for arm in arms:
+            rows = [by.get((arm, q, m)) for q in qids]
+            present = [r for r in rows if r is not None]
+            if not present:
+                continue
+            values = [r["value"] for r in present if r["value"] is not None]
+            est = bootstrap_ci(values, seed=run["config"].get("seed", 0))
+            metrics.setdefault(m, {})[arm] = {**asdict(est), "failures": sum(1 for r in present if r["value"] is None)}
+    paired = []
+    primary = {arm: [by[(arm, q, PRIMARY)]["value"] or 0.0 for q in qids if (arm, q, PRIMARY) in by] for arm in arms}
+    f1 = {arm: [by[(arm, q, "token_f1")]["value"] or 0.0 for q in qids if (arm, q, "token_f1") in by] for arm in arms}
+    pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    paired_objs = {}
+    for a, b in pairs:
+        for m, vals in ((PRIMARY, primary), ("token_f1", f1)):
+            if len(vals[a]) != len(vals[b]) or not vals[a]:
+                continue
+            p = paired_compare(a, vals[a], b, vals[b], [v > 0 for v in vals[a]] if m == PRIMARY else None,
+                               [v > 0 for v in vals[b]] if m == PRIMARY else None)
+            if m == PRIMARY and a == "base":
+                paired_objs[b] = p
+            paired.append({"a": a, "b": b, "metric": m, "diff": p.diff.mean, "lo": p.diff.lo, "hi": p.diff.hi,
+                           "p_bootstrap": p.p_bootstrap, "p_mcnemar": p.p_mcnemar, "wins": p.wins, "losses": p.losses,
+                           "ties": p.ties, "significant": p.significant})
+    arm_costs = {}
+    for arm in arms:
+        arm_rows = [a for a in answers if a["arm"] == arm]
+        arm_costs[arm] = costs_mod.arm_cost(arm, [r["total_ms"] for r in arm_rows], [r["ttft_ms"] for r in arm_rows],
+                                            [r["tokens_per_s"] for r in arm_rows], price_per_hour,
+                                            (one_off_seconds or {}).get(arm, 0.0))
+    breaks = []
+    for a, b in pairs:
+        n = costs_mod.break_even(arm_costs[a], arm_costs[b])
+        breaks.append({"a": a, "b": b, "answers": n})
+    attribution = {}
+    for arm in ("rag", "ft_rag"):
+        if arm in arms:
+            c = {"correct": 0, "retrieval_miss": 0, "generation_error": 0}
+            for q in qids:
+                ok, hit = by.get((arm, q, PRIMARY)), by.get((arm, q, "retrieval_hit"))
+                if ok and ok["value"]:
+                    c["correct"] += 1
+                elif hit and not hit["value"]:
+                    c["retrieval_miss"] += 1
+                else:
+                    c["generation_error"] += 1
+            attribution[arm] = c
+    quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
+    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY)
+    info = run["info"] or {}
+    ft_info = info.get("finetune") or {}
+    leak = ft_info.get("leakage")
+    return {
+        "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
+        "config": run["config"], "metrics": metrics, "paired": paired,
+        "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
+                        "tokens_per_s": c.tokens_per_s,
+                        "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
+                    for a, c in arm_costs.items()},
+        "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
+        "error_attribution": attribution,
+        "recommendation": asdict(rec), "finetune": ft_info or None,
+        "leakage": leak,
+        "leakage_statement": (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
+                              f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
+                              f"{leak['paraphrase']} eval questions with a paraphrase in training (paraphrase coverage)"
+                              + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else ""))
+        if leak else "no fine-tuned arm in this run",
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a reader never sees half a report
+
+
+def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {n: out / n for n in ("summary.json", "answers.csv", "scores.csv", "report.html")}
+    _atomic_write(paths["summary.json"], json.dumps(summary, indent=1, default=str))
+    answers = store.answers(run_id)
+    _atomic_write(paths["answers.csv"], _csv(answers, ["arm", "qid", "question", "model", "text", "retrieval_ms", "ttft_ms",
+                                                       "total_ms", "prompt_tokens", "output_tokens", "tokens_per_s"],
+                                             lambda a: {**a, "passages": ""}))
+    _atomic_write(paths["scores.csv"], _csv(store.scores(run_id), ["arm", "qid", "metric", "value", "error"]))
+    _atomic_write(paths["report.html"], render_html(summary, answers, store.scores(run_id)))
+    return paths
+
+
+def _csv(rows: list[dict[str, Any]], cols: list[str], fix: Any = None) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(fix(r) if fix else r)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _svg(chart: Any) -> str:
+    import vl_convert as vlc
+
+    return str(vlc.vegalite_to_svg(chart.to_json()))
+
+
+def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, str]:
+    import altair as alt
+    import pandas as pd
+
+    rows = [{"metric": m, "arm": a, "mean": v["mean"], "lo": v["lo"], "hi": v["hi"]}
+            for m, per in summary["metrics"].items() for a, v in per.items()]
+    df = pd.DataFrame(rows)
+    base = alt.Chart(df).encode(x=alt.X("arm:N", sort=list(ARM_ORDER), title=None), color=alt.Color("arm:N", legend=None))
+    quality = alt.layer(base.mark_bar(), base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")).encode(
+        y=alt.Y("mean:Q", title="mean (95% CI)")).properties(width=110, height=150).facet(
+        facet=alt.Facet("metric:N", sort=list(KEY_METRICS)), columns=5)
+    lat = pd.DataFrame([{"arm": a["arm"], "latency_ms": a["total_ms"]} for a in answers])
+    latency = alt.Chart(lat).mark_boxplot().encode(x=alt.X("arm:N", sort=list(ARM_ORDER)), y=alt.Y("latency_ms:Q",
+                                                   title="answer latency (ms)"), color=alt.Color("arm:N", legend=None)
+                                                   ).properties(width=400, height=220)
+    horizon = max([b["answers"] for b in summary["break_even"] if b["answers"]] + [10_000]) * 2
+    cost_rows = []
+    for a, c in summary["costs"].items():
+        for n in (0, horizon / 4, horizon / 2, horizon):
+            cost_rows.append({"arm": a, "answers": n, "total cost": c["one_off"] + c["per_1k_answers"] * n / 1000})
+    cost = alt.Chart(pd.DataFrame(cost_rows)).mark_line(point=True).encode(
+        x=alt.X("answers:Q", title="answers served"), y=alt.Y("total cost:Q", title=f"total cost at {summary['price_per_hour']}/h"),
+        color="arm:N").properties(width=400, height=220)
+    return {"quality": _svg(quality), "latency": _svg(latency), "cost": _svg(cost)}
+
+
+def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
+    e = html.escape
+    ch = charts(summary, answers)
+    arms = summary["arms"]
+    rec = summary["recommendation"]
+    metric_rows = "".join(
+        f"<tr><td>{e(m)}</td>" + "".join(
+            f"<td>{per[a]['mean']:.3f} <small>[{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]</small>"
+            + (f" <b class=fail>{per[a]['failures']} failed</b>" if per[a]["failures"] else "") + "</td>"
+            if a in per else "<td>–</td>" for a in arms) + "</tr>"
+        for m, per in summary["metrics"].items())
+    paired_rows = "".join(
+        f"<tr><td>{e(p['b'])} − {e(p['a'])}</td><td>{e(p['metric'])}</td><td>{p['diff']:+.3f} "
+        f"<small>[{p['lo']:+.3f}, {p['hi']:+.3f}]</small></td><td>{p['p_bootstrap']:.3f}</td>"
+        f"<td>{'' if p['p_mcnemar'] is None else format(p['p_mcnemar'], '.3f')}</td>"
+        f"<td>{p['wins']}/{p['losses']}/{p['ties']}</td><td>{'yes' if p['significant'] else 'no'}</td></tr>"
+        for p in summary["paired"])
+    lat_rows = "".join(
+        f"<tr><td>{e(a)}</td><td>{v['p50_ms']:.0f}</td><td>{v['p95_ms']:.0f}</td><td>{v['ttft_p50_ms']:.0f}</td>"
+        f"<td>{v['tokens_per_s']:.1f}</td><td>{(v['answers_per_min'] or 0):.1f}</td>"
+        f"<td>{summary['costs'][a]['per_1k_answers']:.4f}</td><td>{summary['costs'][a]['one_off']:.4f}</td></tr>"
+        for a, v in summary["latency"].items())
+    be_rows = "".join(f"<li>{e(b['a'])} vs {e(b['b'])}: "
+                      + (f"{b['answers']:,.0f} answers" if b["answers"] else "never (no per-answer saving)") + "</li>"
+                      for b in summary["break_even"])
+    by_q: dict[str, dict[str, Any]] = {}
+    for a in answers:
+        by_q.setdefault(a["qid"], {"question": a["question"]})[a["arm"]] = a["text"]
+    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
+    q_rows = "".join(
+        f"<tr><td>{e(q)}</td><td>{e(v['question'])}</td>" + "".join(
+            f"<td class={'ok' if ok.get((a, q)) else 'no'}>{e(str(v.get(a, '')))}</td>" for a in arms) + "</tr>"
+        for q, v in sorted(by_q.items()))
+    attribution = "".join(f"<li>{e(a)}: {c['correct']} correct, {c['retrieval_miss']} wrong after a retrieval miss, "
+                          f"{c['generation_error']} wrong although a reference source was retrieved</li>"
+                          for a, c in summary["error_attribution"].items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ragft report {e(summary['run_id'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}.ok{{background:#e6f4ea}}.no{{background:#fdecea}}
+.fail{{color:#b00}}.rec{{background:#eef3ff;padding:1em;border-radius:6px}}small{{color:#555}}</style></head><body>
+<h1>ragft report — {e(summary['corpus'])}</h1>
+<p>run <code>{e(summary['run_id'])}</code> · {summary['n_questions']} held-out questions · arms {', '.join(map(e, arms))} ·
+model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('quantization')))}) · decoding
+{e(json.dumps(summary['config'].get('decoding')))}</p>
+<div class="rec"><h2>Recommendation: {e(rec['choice'])}</h2><ul>{''.join(f'<li>{e(r)}</li>' for r in rec['reasons'])}</ul>
+<p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
+<h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
+<h2>Quality per arm (mean with bootstrap 95% CI)</h2>{ch['quality']}
+<table><tr><th>metric</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{metric_rows}</table>
+<h2>Paired comparisons</h2><table><tr><th>difference</th><th>metric</th><th>mean [95% CI]</th><th>p (bootstrap)</th>
+<th>p (McNemar)</th><th>wins/losses/ties</th><th>significant</th></tr>{paired_rows}</table>
+<h2>Errors of the rag arms</h2><ul>{attribution or '<li>no rag arm in this run</li>'}</ul>
+<h2>Latency and cost</h2>{ch['latency']}
+<table><tr><th>arm</th><th>p50 ms</th><th>p95 ms</th><th>TTFT p50 ms</th><th>tokens/s</th><th>answers/min</th>
+<th>cost / 1k answers</th><th>one-off cost</th></tr>{lat_rows}</table>
+<p>Price: {summary['price_per_hour']} per machine-hour of measured compute. Break-even volumes:</p><ul>{be_rows}</ul>{ch['cost']}
+<h2>Answers side by side</h2><table><tr><th>id</th><th>question</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{q_rows}</table>
+</body></html>"""

@@ -1,0 +1,125 @@
+"""Eval set × arms → answers (SQLite, as they arrive) → scores. Resumable: a finished answer is
+never recomputed, a killed run continues where it stopped, and no question is answered twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eval import scoring
+from eval.store import Store
+from pipelines import models, serving
+from pipelines.arms import Answer, check_arm_name, get_arm
+from pipelines.config import Settings
+from pipelines.corpus import QA, Corpus
+from pipelines.errors import RagftError
+
+Progress = Callable[[int, int, str], None]  # done, total, what
+
+
+@dataclass
+class EvalConfig:
+    arms: list[str]
+    limit: int | None = None
+    seed: int = 42
+    concurrency: int = 1
+    judge: str | None = None
+
+
+def select_questions(corpus: Corpus, limit: int | None, seed: int) -> list[QA]:
+    """All eval questions, or a seeded sample of `limit` of them (same seed → same questions)."""
+    qs = sorted(corpus.eval, key=lambda q: q.id)
+    if limit is not None and limit < len(qs):
+        qs = sorted(random.Random(seed).sample(qs, limit), key=lambda q: q.id)
+    return qs
+
+
+def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: dict[str, str]) -> str:
+    """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
+    questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
+    key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
+                      "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
+                      "top_k": settings.top_k, "mode": settings.retrieval_mode, "ft": ft_models}, sort_keys=True)
+    return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _row(arm: str, qa: QA, a: Answer) -> dict[str, Any]:
+    g = a.generation
+    return {"arm": arm, "qid": qa.id, "question": qa.question, "model": a.model, "text": a.text,
+            "passages": [asdict(p) for p in a.passages], "retrieval_ms": a.retrieval_ms, "ttft_ms": g.ttft_ms,
+            "total_ms": g.total_ms + a.retrieval_ms, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+            "eval_ms": g.eval_ms, "tokens_per_s": g.tokens_per_s}
+
+
+def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
+             progress: Progress | None = None, log: Callable[[str], None] = print) -> str:
+    """Answer and score everything not yet stored; returns the run id."""
+    for arm_name in cfg.arms:
+        check_arm_name(arm_name)
+    if not corpus.eval:
+        raise RagftError(f"corpus '{corpus.name}' has no eval questions (qa/eval.jsonl)", "add held-out questions to evaluate")
+    server = serving.ensure_server(settings, log)
+    models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
+    arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
+    ft_models = {n: a.model for n, a in arms.items() if n in ("ft", "ft_rag")}
+    run_id = run_id_for(corpus, cfg, settings, ft_models)
+    questions = select_questions(corpus, cfg.limit, cfg.seed)
+    info = _ft_info(corpus, settings, ft_models)
+    resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {**asdict(cfg), "model": settings.model,
+                                                               "quantization": settings.quantization,
+                                                               "decoding": settings.decoding_options(),
+                                                               "top_k": settings.top_k,
+                                                               "retrieval_mode": settings.retrieval_mode,
+                                                               "n_questions": len(questions)})
+    if resumed:
+        log(f"resuming run {run_id}")
+    total = len(questions) * len(cfg.arms)
+    done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
+    for name, arm in arms.items():
+        todo = [q for q in questions if q.id not in store.answered(run_id, name)]
+
+        def answer(qa: QA, arm: Any = arm, name: str = name) -> None:
+            store.save_answer(run_id, _row(name, qa, arm.answer(qa.question)))
+
+        with ThreadPoolExecutor(max(1, cfg.concurrency)) as pool:
+            for _ in pool.map(answer, todo):
+                done += 1
+                if progress:
+                    progress(done, total, f"answering ({name})")
+    score_run(run_id, corpus, store, progress)
+    store.set_status(run_id, "done", info)
+    return run_id
+
+
+def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> dict[str, Any]:
+    if not ft_models:
+        return {}
+    from pipelines import finetune
+
+    run = finetune.latest_run(corpus.name, settings)
+    return {"finetune": {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training")}
+            if run else None}
+
+
+def score_run(run_id: str, corpus: Corpus, store: Store, progress: Progress | None = None) -> None:
+    """Score every stored answer that has no scores yet (also resumable)."""
+    by_id = {q.id: q for q in corpus.eval}
+    done = {(a, q) for a, q, _ in store.scored(run_id)}
+    todo = [a for a in store.answers(run_id) if (a["arm"], a["qid"]) not in done]
+    if not todo:
+        return
+    metrics = scoring.ragas_metrics()
+    for i, a in enumerate(todo, 1):
+        qa = by_id.get(a["qid"])
+        if qa is None:
+            continue
+        store.save_scores(run_id, scoring.score_answer(a["arm"], a["qid"], a["text"], qa.answers, qa.source_ids,
+                                                       a["passages"], metrics))
+        if progress:
+            progress(i, len(todo), "scoring")
