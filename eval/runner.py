@@ -8,7 +8,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -87,11 +87,16 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         def answer(qa: QA, arm: Any = arm, name: str = name) -> None:
             store.save_answer(run_id, _row(name, qa, arm.answer(qa.question)))
 
-        with ThreadPoolExecutor(max(1, cfg.concurrency)) as pool:
-            for _ in pool.map(answer, todo):
+        pool = ThreadPoolExecutor(max(1, cfg.concurrency))
+        try:
+            for future in as_completed([pool.submit(answer, q) for q in todo]):
+                future.result()
                 done += 1
                 if progress:
                     progress(done, total, f"answering ({name})")
+        finally:
+            # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
+            pool.shutdown(wait=True, cancel_futures=True)
     score_run(run_id, corpus, store, progress)
     store.set_status(run_id, "done", info)
     return run_id

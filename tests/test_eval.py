@@ -1,0 +1,111 @@
+"""Evaluation end to end: real Ollama, real SQLite, real ragas metrics, on the demo corpus."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval import scoring
+from eval.report import summarise, write_outputs
+from eval.runner import EvalConfig, run_eval, select_questions
+from eval.store import Store, StoreError
+from pipelines import corpus as corpora
+from pipelines import finetune as ft
+from pipelines import rag, serving
+from pipelines.config import Settings
+from pipelines.train import LoraParams
+
+
+def test_metric_failures_are_counted_not_dropped() -> None:
+    class Broken:
+        name = "broken_judge"
+
+        async def ascore(self, reference: str, response: str) -> object:
+            raise ValueError("judge returned {not json")
+
+    class NaNMetric:
+        name = "nan_judge"
+
+        async def ascore(self, reference: str, response: str) -> object:
+            return type("R", (), {"value": float("nan")})()
+
+    rows = scoring.score_answer("rag", "q1", "Ida Brandt", ["Ida Brandt"], ["harbour"], [{"source": "harbour"}],
+                                [Broken(), NaNMetric()])
+    by = {r[2]: r for r in rows}
+    assert by["contains"][3] == 1.0 and by["retrieval_hit"][3] == 1.0
+    assert by["broken_judge"][3] is None and "judge returned {not json" in by["broken_judge"][4]
+    assert by["nan_judge"][3] is None and by["nan_judge"][4] == "NaN"
+
+
+def test_question_sample_is_seeded(settings: Settings) -> None:
+    c = corpora.load("port-vellmar", settings)
+    a = [q.id for q in select_questions(c, 5, seed=1)]
+    assert a == [q.id for q in select_questions(c, 5, seed=1)] and a != [q.id for q in select_questions(c, 5, seed=2)]
+    assert len(select_questions(c, None, 1)) == len(c.eval)
+
+
+def test_damaged_database_is_refused_not_overwritten(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)
+    with pytest.raises(StoreError, match="damaged") as exc:
+        Store(db)
+    assert "move it aside" in (exc.value.fix or "")
+    assert db.read_bytes().startswith(b"SQLite format 3\x00\x13")
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory: pytest.TempPathFactory, live_settings: Settings, ollama_server: serving.Server,
+             base_model: str) -> tuple[Settings, corpora.Corpus]:
+    s = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("eval-data")})
+    c = corpora.load("port-vellmar", s)
+    rag.build_index(c, s)
+    ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=1, batch_size=16, checkpoint_every=100))
+    return s, c
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_four_arm_run_resumes_and_reports(demo_env: tuple[Settings, corpora.Corpus], tmp_path: Path) -> None:
+    s, c = demo_env
+    store = Store(tmp_path / "runs.sqlite")
+    cfg = EvalConfig(["base", "rag", "ft", "ft_rag"], limit=4, seed=7)
+    seen: list[int] = []
+
+    def stop_after_five(done: int, total: int, what: str) -> None:
+        seen.append(done)
+        if what.startswith("answering") and done == 5:
+            raise KeyboardInterrupt  # the process dies mid-run
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(c, cfg, s, store, stop_after_five, log=lambda _: None)
+    (run,) = store.runs()
+    before = {(a["arm"], a["qid"]): (a["text"], a["created"]) for a in store.answers(run["run_id"])}
+    assert 5 <= len(before) <= 6 and run["status"] == "running"  # + the answer in flight, stored
+
+    run_id = run_eval(c, cfg, s, store, log=lambda _: None)
+    assert run_id == run["run_id"]  # same arguments → same run, resumed
+    answers = store.answers(run_id)
+    assert len(answers) == 16 and len({(a["arm"], a["qid"]) for a in answers}) == 16
+    for a in answers:  # what was answered before the kill was kept, not recomputed
+        if (a["arm"], a["qid"]) in before:
+            assert (a["text"], a["created"]) == before[(a["arm"], a["qid"])]
+    assert all(a["passages"] for a in answers if a["arm"] in ("rag", "ft_rag"))
+    assert all(a["total_ms"] > 0 and a["output_tokens"] > 0 for a in answers)
+
+    summary = summarise(store, run_id, one_off_seconds={"rag": 5.0, "ft": 60.0, "ft_rag": 65.0})
+    assert set(summary["metrics"]["contains"]) == {"base", "rag", "ft", "ft_rag"}
+    assert {"semantic_similarity", "rouge_score", "bleu_score", "chrf_score", "non_llm_string_similarity",
+            "token_f1", "exact_match", "retrieval_hit"} <= set(summary["metrics"])
+    assert summary["leakage"]["verbatim"] == 0 and "verbatim" in summary["leakage_statement"]
+    assert summary["recommendation"]["choice"] in ("rag", "fine-tune", "both", "neither")
+    paths = write_outputs(store, run_id, summary, tmp_path / "out")
+    assert all(p.stat().st_size > 0 for p in paths.values())
+    stored = json.loads(paths["summary.json"].read_text())
+    page = paths["report.html"].read_text()
+    for arm, v in stored["metrics"]["contains"].items():
+        assert f"{v['mean']:.3f} <small>[{v['lo']:.3f}, {v['hi']:.3f}]" in page, arm
+    assert stored["recommendation"]["choice"] in page and "<svg" in page and "http" not in page.split("<body>")[0]
+
+    again = run_eval(c, cfg, s, store, log=lambda _: None)  # a finished run is never recomputed
+    assert again == run_id and len(store.answers(run_id)) == 16
+    assert summarise(store, run_id)["metrics"]["token_f1"] == summary["metrics"]["token_f1"]
