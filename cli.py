@@ -241,6 +241,7 @@ def eval_cmd(
     latency_budget_ms: Annotated[float | None, typer.Option(help="p95 latency an answer must stay under.")] = None,
     offline: Annotated[bool, typer.Option(help="Must run offline / on the edge.")] = False,
     fail_under: Annotated[list[str] | None, typer.Option(help="METRIC=VALUE (or ARM:METRIC=VALUE): exit 1 below it.")] = None,
+    rerun: Annotated[bool, typer.Option(help="Answer everything again instead of resuming (database backed up).")] = False,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -264,7 +265,8 @@ def eval_cmd(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("evaluating", total=None)
         run_id = run_eval(loaded, cfg, settings, store,
-                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print)
+                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print,
+                          rerun=rerun)
     summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline),
                         _one_off_seconds(loaded, settings))
     paths = write_outputs(store, run_id, summary, out)

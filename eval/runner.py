@@ -58,7 +58,7 @@ def _row(arm: str, qa: QA, a: Answer) -> dict[str, Any]:
 
 
 def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
-             progress: Progress | None = None, log: Callable[[str], None] = print) -> str:
+             progress: Progress | None = None, log: Callable[[str], None] = print, rerun: bool = False) -> str:
     """Answer and score everything not yet stored; returns the run id."""
     for arm_name in cfg.arms:
         check_arm_name(arm_name)
@@ -71,6 +71,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     run_id = run_id_for(corpus, cfg, settings, ft_models)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
     info = _ft_info(corpus, settings, ft_models)
+    if rerun and run_id in {r["run_id"] for r in store.runs()}:
+        log(f"answering run {run_id} again; the previous database is backed up at {store.delete_run(run_id)}")
     resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {**asdict(cfg), "model": settings.model,
                                                                "quantization": settings.quantization,
                                                                "decoding": settings.decoding_options(),

@@ -106,6 +106,14 @@ class Store:
                                "FROM runs r ORDER BY created").fetchall()
         return [{**dict(r), "arms": json.loads(r["arms"])} for r in rows]
 
+    def delete_run(self, run_id: str) -> Path:
+        """Forget a run's answers and scores; the database is backed up first."""
+        backup = self.backup()
+        with self.tx() as db:
+            for table in ("scores", "answers", "runs"):
+                db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+        return backup
+
     # answers
     def answered(self, run_id: str, arm: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT qid FROM answers WHERE run_id=? AND arm=?", (run_id, arm))}

@@ -46,6 +46,14 @@ def ollama_server(live_settings: Settings) -> Iterator[serving.Server]:
     serving.stop_server(live_settings)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that use their own data dir start their own server; none may outlive the session."""
+    yield
+    for state in tmp_path_factory.getbasetemp().rglob("ollama/server.json"):
+        serving.stop_server(Settings(data_dir=state.parent.parent))
+
+
 @pytest.fixture(scope="session")
 def base_model(live_settings: Settings, ollama_server: serving.Server) -> str:
     """The default base model, created on the session's server from the packaged weights."""
