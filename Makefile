@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/bench_retrieval.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_finetune.py port-vellmar
+	$(BIN)/python bench/bench_eval.py squad
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -37,11 +37,14 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
         return Recommendation("neither", "base", [
             f"no arm beats the closed-book base model significantly on {metric} (difference vs base with 95% CI: {shown})"],
             ["more eval questions (narrower CIs)", "a larger base model", "better retrieval or more training paraphrases"])
+    same = [f"{a}: no significant difference from base on {metric} ({_pct(p.diff.mean)} "
+            f"[{_pct(p.diff.lo)}, {_pct(p.diff.hi)}], p={p.p_bootstrap:.3f})"
+            for a, p in sorted(paired_vs_base.items()) if a not in better]
     best = max(better, key=lambda a: quality[a].mean)
     # arms whose CI overlaps the best arm's are "as good"; prefer what the needs and costs favour
     tied = [a for a in better if quality[a].hi >= quality[best].lo]
     reasons = [f"{a}: {metric} {_pct(quality[a].mean)} [{_pct(quality[a].lo)}, {_pct(quality[a].hi)}], "
-               f"+{_pct(better[a].diff.mean)} over base (p={better[a].p_bootstrap:.3f})" for a in sorted(better)]
+               f"+{_pct(better[a].diff.mean)} over base (p={better[a].p_bootstrap:.3f})" for a in sorted(better)] + same
     flips: list[str] = []
 
     def score(a: str) -> tuple[float, ...]:

@@ -23,3 +23,6 @@ def test_clear_winner_and_needs_decide_between_ties() -> None:
     assert recommend(q, paired, costs, Needs(), "contains").choice == "fine-tune"  # tie → cheaper
     r = recommend(q, paired, costs, Needs(need_citations=True), "contains")
     assert r.choice == "rag" and any("citations" in x for x in r.reasons)
+    paired["ft"] = paired_compare("base", base, "ft", list(base))
+    r = recommend(q, paired, costs, Needs(), "contains")
+    assert r.choice == "rag" and any(x.startswith("ft: no significant difference from base") for x in r.reasons)
