@@ -1,6 +1,5 @@
 """Evaluation benchmark: wall time of a 100-question four-arm run with non-LLM scores, and
-answers per minute per arm. Needs the SQuAD corpus imported, indexed and fine-tuned
-(`ragft corpus import-squad …`, `ragft index squad`, `ragft finetune squad`). Part of `make bench`.
+answers per minute per arm. Imports, indexes and fine-tunes the SQuAD subset first when that has not been done. Part of `make bench`.
 """
 
 from __future__ import annotations
@@ -15,13 +14,23 @@ from eval.report import summarise  # noqa: E402
 from eval.runner import EvalConfig, run_eval  # noqa: E402
 from eval.store import Store  # noqa: E402
 from pipelines import corpus as corpora  # noqa: E402
+from pipelines import finetune, rag, serving  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
+from pipelines.train import LoraParams  # noqa: E402
+
+SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "squad"
     settings = load_settings()
+    if name == "squad" and "squad" not in corpora.list_corpora(settings):
+        corpora.import_squad(SQUAD, settings, "squad")
     corpus = corpora.load(name, settings)
+    rag.build_index(corpus, settings)  # incremental: nothing to do when it is current
+    if finetune.latest_run(name, settings) is None:
+        server = serving.ensure_server(settings)
+        finetune.finetune(corpus, settings, server, ["qa"], LoraParams())
     store = Store(settings.runs_db)
     started = time.perf_counter()
     run_id = run_eval(corpus, EvalConfig(["base", "rag", "ft", "ft_rag"], limit=100), settings, store,
