@@ -6,6 +6,7 @@ identical; this module is the only place that starts processes or talks to Ollam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -210,6 +211,7 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
     """Start `ollama serve` on 127.0.0.1 with its models inside ragft's data dir."""
     binary = ensure_binary(settings, log)
     settings.ollama_models_dir.mkdir(parents=True, exist_ok=True)
+    _kill_runners(settings)  # left over by a server of this data dir that died
     log_path = settings.ollama_dir / "server.log"
     port = settings.ollama_port
     if port and port_in_use(port):
@@ -263,6 +265,27 @@ def _write_state(settings: Settings, server: Server) -> None:
     os.replace(tmp, path)
 
 
+def _runner_pids(settings: Settings) -> list[int]:
+    """`ollama runner` processes serving models from this data dir's models directory."""
+    import psutil
+
+    needle = str(settings.ollama_models_dir)
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if len(cmd) > 1 and cmd[0].endswith("ollama") and cmd[1] == "runner" and any(needle in c for c in cmd):
+            found.append(int(p.info["pid"]))
+    return found
+
+
+def _kill_runners(settings: Settings) -> None:
+    # A server that is killed (or stopped while loading) can leave its model runners behind,
+    # still holding memory and CPU; they are children of nobody, so nothing else ends them.
+    for pid in _runner_pids(settings):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _terminate(pid: int, grace_s: float = 10.0) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -306,6 +329,7 @@ def stop_server(settings: Settings) -> bool:
     was_running = bool(state.pid and _pid_alive(state.pid))
     if state.pid and was_running:
         _terminate(state.pid)
+    _kill_runners(settings)
     path.unlink(missing_ok=True)
     return was_running
 

@@ -68,3 +68,5 @@ def test_dead_server_is_restarted_on_next_call(live_settings: Settings, ollama_s
     gen = serving.generate(ollama_server, live_settings, base_model, "What is the capital of France?")
     assert "Paris" in gen.text
     assert serving.running_server(live_settings) is not None
+    runners = serving._runner_pids(live_settings)
+    assert len(runners) == 1  # the dead server's runner was cleaned up; only the new one is left

@@ -91,7 +91,7 @@ def test_chroma_server_through_http_client(kelmouth: corpora.Corpus, settings: S
         assert report.chunks_total == 3
         hits, _ = rag.retrieve(kelmouth, "Who is the harbour master of Kelmouth?", remote, k=1)
         assert hits[0].doc_id == "harbour"
-        assert not settings.chroma_dir.exists()  # nothing went to the embedded store
+        assert not (settings.chroma_dir / "chroma.sqlite3").exists()  # nothing went to the embedded store
     finally:
         proc.terminate()
         proc.wait(10)
