@@ -86,7 +86,7 @@ def models_cmd(data_dir: DataDirOpt = None) -> None:
             table.add_row(name, exc.message, "", "", "")
             continue
         ollama_name = models.served_name(spec, settings)
-        ready = spec.hf_dir is not None or models._weights_ok(models.hf_dir(spec, settings))
+        ready = spec.hf_dir is not None or models.weights_ready(models.hf_dir(spec, settings))
         is_served = ollama_name in served or f"{ollama_name}:latest" in served
         table.add_row(name + (" (default)" if name == settings.model else ""), spec.description, spec.license,
                       "prepared" if ready else "-", ollama_name if is_served else "-")

@@ -50,7 +50,7 @@ def run_checks(settings: Settings) -> list[Check]:
     if spec is not None:
         name = models.served_name(spec, settings)
         weights = models.hf_dir(spec, settings)
-        ready = spec.hf_dir is not None or models._weights_ok(weights)
+        ready = spec.hf_dir is not None or models.weights_ready(weights)
         checks.append(Check("base weights", ready, f"{spec.name}: {weights}" + ("" if ready else " (not prepared)"),
                             "" if ready else "run `ragft setup`"))
         if server:

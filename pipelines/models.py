@@ -222,7 +222,7 @@ def hf_dir(spec: ModelSpec, settings: Settings) -> Path:
 _MANIFEST = "ragft-manifest.json"
 
 
-def _weights_ok(directory: Path) -> bool:
+def weights_ready(directory: Path) -> bool:
     try:
         manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
         return all(sha256_file(directory / name) == digest for name, digest in manifest["files"].items())
@@ -237,7 +237,7 @@ def ensure_hf_weights(spec: ModelSpec, settings: Settings, log: Log = print) -> 
             raise ModelPrepError(f"{spec.hf_dir} has no config.json", "point RAGFT_CUSTOM_HF_DIR at a HF model directory")
         return spec.hf_dir
     out = hf_dir(spec, settings)
-    if _weights_ok(out):
+    if weights_ready(out):
         return out
     if out.exists():
         log(f"{out} is incomplete or corrupt; rebuilding it")

@@ -201,11 +201,11 @@ def index_build_seconds(corpus: Corpus, settings: Settings) -> float:
 
 
 @lru_cache(maxsize=8)
-def _bm25(settings_key: str, collection: str, count: int, top_n: int, chroma: tuple[str, str | None]) -> Any:
+def _bm25(data_dir: str, chroma_url: str | None, collection: str, count: int, top_n: int) -> Any:
     """A BM25 retriever over all chunks of a collection, cached per process until the collection changes."""
     from llama_index.retrievers.bm25 import BM25Retriever
 
-    settings = Settings(data_dir=chroma[0], chroma_url=chroma[1])  # type: ignore[arg-type]
+    settings = Settings(data_dir=Path(data_dir), chroma_url=chroma_url)
     col = _collection(settings, collection, create=False)
     got = col.get(include=["documents", "metadatas"])
     nodes = [_node(i, t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)]
@@ -240,7 +240,7 @@ def retrieve(corpus: Corpus, question: str, settings: Settings, k: int | None = 
     pool = max(k, 20)  # candidates per retriever before fusion
     # One-off costs (loading MiniLM, building BM25) stay out of the per-question timing.
     embed = embeddings.llama_index_embedding() if mode in ("dense", "hybrid") else None
-    bm25 = _bm25(str(settings.data_dir), name, count, pool, (str(settings.data_dir), settings.chroma_url)) \
+    bm25 = _bm25(str(settings.data_dir), settings.chroma_url, name, count, pool) \
         if mode in ("bm25", "hybrid") else None
     started = time.perf_counter()
     dense_hits: list[Any] = []

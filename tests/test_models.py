@@ -86,11 +86,11 @@ def test_weights_manifest_detects_corruption(tmp_path: Path) -> None:
     (d / "model.safetensors").write_bytes(b"abc")
     digest = hashlib.sha256(b"abc").hexdigest()
     (d / "ragft-manifest.json").write_text(json.dumps({"files": {"model.safetensors": digest}}))
-    assert models._weights_ok(d)
+    assert models.weights_ready(d)
     (d / "model.safetensors").write_bytes(b"abd")
-    assert not models._weights_ok(d)
+    assert not models.weights_ready(d)
     (d / "model.safetensors").unlink()
-    assert not models._weights_ok(d)
+    assert not models.weights_ready(d)
 
 
 def test_legacy_rope_keys_are_added(tmp_path: Path) -> None:
