@@ -233,7 +233,9 @@ def eval_cmd(
     out: Annotated[Path, typer.Option(help="Folder for report.html, answers.csv, scores.csv, summary.json.")] = Path("ragft-report"),
     limit: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the question sample and the bootstrap.")] = 42,
-    judge: Annotated[str | None, typer.Option(help="LLM judge model (not available yet).")] = None,
+    judge: Annotated[str | None, typer.Option(
+        help="LLM judge: a ragft model (e.g. smollm2-135m) or a model on the Ollama server; with "
+             "RAGFT_JUDGE_BASE_URL, a model of that OpenAI-compatible endpoint (key from RAGFT_JUDGE_API_KEY).")] = None,
     concurrency: Annotated[int, typer.Option(help="Questions answered at once against Ollama.")] = 1,
     price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour of compute.")] = 0.10,
     docs_change_often: Annotated[bool, typer.Option(help="Your documents change often.")] = False,
@@ -254,9 +256,6 @@ def eval_cmd(
     from eval.store import Store
     from pipelines import corpus as corpora
 
-    if judge:
-        raise RagftError("LLM-judge metrics are not available in this version of ragft",
-                         "leave out --judge: the non-LLM metrics are always computed")
     settings = _settings(model, data_dir)
     loaded = corpora.load(corpus, settings)
     cfg = EvalConfig([a.strip() for a in arms.split(",") if a.strip()], limit, seed, concurrency, judge)
@@ -302,19 +301,23 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
             failed.append(f"metric {metric!r} is not in this run (known: {', '.join(summary['metrics'])})")
             continue
         for a, v in per.items():
-            if (arm is None or a == arm) and v["mean"] < threshold:
+            if (arm is None or a == arm) and v["mean"] is None:
+                failed.append(f"{a} {metric} has no value (all {v['failures']} scores failed) — gate {threshold}")
+            elif (arm is None or a == arm) and v["mean"] < threshold:
                 failed.append(f"{a} {metric} {v['mean']:.3f} < {threshold}")
     return failed
 
 
 def _print_summary(summary: dict) -> None:
+    from eval.report import fmt_estimate
+
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
     table.add_column("metric")
     for a in arms:
         table.add_column(a)
     for m, per in summary["metrics"].items():
-        table.add_row(m, *[(f"{per[a]['mean']:.3f} [{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]"
+        table.add_row(m, *[(fmt_estimate(per[a])
                             + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else "")) if a in per else "-"
                            for a in arms])
     lat = summary["latency"]
@@ -327,6 +330,13 @@ def _print_summary(summary: dict) -> None:
     for r in rec["reasons"]:
         console.print(f"  • {r}")
     console.print(f"  {summary['leakage_statement']}")
+    judge = summary.get("judge")
+    if judge:
+        console.print(f"  judge: {judge['model']} at {judge['endpoint']}")
+        if judge.get("warning"):
+            err.print(f"[yellow]warning:[/] {judge['warning']}")
+        for metric, per in (summary.get("judge_failures") or {}).items():
+            err.print(f"[yellow]judge failures[/] {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
 
 
 @app.command("runs")
@@ -372,19 +382,15 @@ def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id (see `ragft ru
 def compare_cmd(run_a: Annotated[str, typer.Argument(help="First run id.")],
                 run_b: Annotated[str, typer.Argument(help="Second run id.")], data_dir: DataDirOpt = None) -> None:
     """Compare two stored runs metric by metric, arm by arm."""
-    from eval.report import summarise
+    from eval.report import compare_runs
     from eval.store import Store
 
-    store = Store(_settings(None, data_dir).runs_db)
-    a, b = summarise(store, run_a), summarise(store, run_b)
     table = Table(title=f"{run_a} → {run_b}")
     for col in ("metric", "arm", run_a, run_b, "change"):
         table.add_column(col)
-    for m in a["metrics"]:
-        for arm in a["metrics"][m]:
-            if arm in b["metrics"].get(m, {}):
-                x, y = a["metrics"][m][arm]["mean"], b["metrics"][m][arm]["mean"]
-                table.add_row(m, arm, f"{x:.3f}", f"{y:.3f}", f"{y - x:+.3f}")
+    for r in compare_runs(Store(_settings(None, data_dir).runs_db), run_a, run_b):
+        table.add_row(r["metric"], r["arm"], *("n/a" if v is None else f"{v:.3f}" for v in (r["a"], r["b"])),
+                      "n/a" if r["change"] is None else f"{r['change']:+.3f}")
     console.print(table)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import costs as costs_mod
+from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
 from eval.stats import bootstrap_ci, paired_compare
@@ -19,7 +20,7 @@ from eval.store import Store
 
 ARM_ORDER = ("base", "rag", "ft", "ft_rag")
 KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
-               "bleu_score", "non_llm_string_similarity", "retrieval_hit")
+               "bleu_score", "non_llm_string_similarity", "retrieval_hit", *JUDGE_METRICS)
 
 
 def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Needs | None = None,
@@ -39,8 +40,11 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
             if not present:
                 continue
             values = [r["value"] for r in present if r["value"] is not None]
-            est = bootstrap_ci(values, seed=run["config"].get("seed", 0))
-            metrics.setdefault(m, {})[arm] = {**asdict(est), "failures": sum(1 for r in present if r["value"] is None)}
+            est = asdict(bootstrap_ci(values, seed=run["config"].get("seed", 0)))
+            if not values:  # every score of this metric failed: no mean to show (JSON has no NaN)
+                est.update(mean=None, lo=None, hi=None)
+            metrics.setdefault(m, {})[arm] = {**est, "failures": sum(1 for r in present if r["value"] is None),
+                                              "scored": len(present)}
     paired = []
     primary = {arm: [by[(arm, q, PRIMARY)]["value"] or 0.0 for q in qids if (arm, q, PRIMARY) in by] for arm in arms}
     f1 = {arm: [by[(arm, q, "token_f1")]["value"] or 0.0 for q in qids if (arm, q, "token_f1") in by] for arm in arms}
@@ -87,7 +91,8 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     leak = ft_info.get("leakage")
     return {
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
-        "config": run["config"], "metrics": metrics, "paired": paired,
+        "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
+        "judge_failures": _judge_failures(scores),
         "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
                         "tokens_per_s": c.tokens_per_s,
                         "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
@@ -102,6 +107,39 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                               + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else ""))
         if leak else "no fine-tuned arm in this run",
     }
+
+
+def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
+    """Metric × arm means of two stored runs and their change (None where a mean is missing)."""
+    a, b = summarise(store, run_a), summarise(store, run_b)
+    rows = []
+    for m, per in a["metrics"].items():
+        for arm, va in per.items():
+            vb = b["metrics"].get(m, {}).get(arm)
+            if vb is None:
+                continue
+            x, y = va["mean"], vb["mean"]
+            rows.append({"metric": m, "arm": arm, "a": x, "b": y,
+                         "change": None if x is None or y is None else y - x})
+    return rows
+
+
+def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per judge metric: how many verdicts failed, by reason (NaN, parse error, timeout…)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in scores:
+        if s["metric"] in JUDGE_METRICS and s["value"] is None:
+            reason = (s["error"] or "unknown").split(":")[0]
+            per = out.setdefault(s["metric"], {})
+            per[reason] = per.get(reason, 0) + 1
+    return out
+
+
+def fmt_estimate(v: dict[str, Any], digits: int = 3) -> str:
+    """'mean [lo, hi]', or 'n/a' when every score failed."""
+    if v.get("mean") is None:
+        return "n/a"
+    return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -148,7 +186,7 @@ def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, 
     import pandas as pd
 
     rows = [{"metric": m, "arm": a, "mean": v["mean"], "lo": v["lo"], "hi": v["hi"]}
-            for m, per in summary["metrics"].items() for a, v in per.items()]
+            for m, per in summary["metrics"].items() for a, v in per.items() if v["mean"] is not None]
     df = pd.DataFrame(rows)
     base = alt.Chart(df).encode(x=alt.X("arm:N", sort=list(ARM_ORDER), title=None), color=alt.Color("arm:N", legend=None))
     quality = alt.layer(base.mark_bar(), base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")).encode(
@@ -169,6 +207,20 @@ def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, 
     return {"quality": _svg(quality), "latency": _svg(latency), "cost": _svg(cost)}
 
 
+def _judge_html(summary: dict[str, Any]) -> str:
+    e = html.escape
+    j = summary.get("judge")
+    if not j:
+        return "<p>No LLM judge in this run: the judge metrics (answer accuracy, relevancy, faithfulness, context " \
+               "precision and recall) were not computed.</p>"
+    fails = summary.get("judge_failures") or {}
+    rows = "".join(f"<li>{e(m)}: " + ", ".join(f"{n} × {e(r)}" for r, n in per.items()) + "</li>" for m, per in fails.items())
+    return (f"<p>judge <code>{e(j['model'])}</code> at {e(j['endpoint'])}</p>"
+            + (f"<p class=fail>warning: {e(j['warning'])}</p>" if j.get("warning") else "")
+            + (f"<p>Failed verdicts (counted in the quality table, never dropped):</p><ul>{rows}</ul>" if rows
+               else "<p>Every judge verdict was parsed.</p>"))
+
+
 def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
     e = html.escape
     ch = charts(summary, answers)
@@ -176,7 +228,8 @@ def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: 
     rec = summary["recommendation"]
     metric_rows = "".join(
         f"<tr><td>{e(m)}</td>" + "".join(
-            f"<td>{per[a]['mean']:.3f} <small>[{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]</small>"
+            (f"<td>{per[a]['mean']:.3f} <small>[{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]</small>"
+             if per[a]["mean"] is not None else "<td>n/a")
             + (f" <b class=fail>{per[a]['failures']} failed</b>" if per[a]["failures"] else "") + "</td>"
             if a in per else "<td>–</td>" for a in arms) + "</tr>"
         for m, per in summary["metrics"].items())
@@ -216,6 +269,7 @@ model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('qu
 <div class="rec"><h2>Recommendation: {e(rec['choice'])}</h2><ul>{''.join(f'<li>{e(r)}</li>' for r in rec['reasons'])}</ul>
 <p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
 <h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
+<h2>Judge</h2>{_judge_html(summary)}
 <h2>Quality per arm (mean with bootstrap 95% CI)</h2>{ch['quality']}
 <table><tr><th>metric</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{metric_rows}</table>
 <h2>Paired comparisons</h2><table><tr><th>difference</th><th>metric</th><th>mean [95% CI]</th><th>p (bootstrap)</th>

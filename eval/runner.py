@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from eval import judge as judge_mod
 from eval import scoring
 from eval.store import Store
 from pipelines import models, serving
@@ -40,10 +41,12 @@ def select_questions(corpus: Corpus, limit: int | None, seed: int) -> list[QA]:
     return qs
 
 
-def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: dict[str, str]) -> str:
+def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: dict[str, str],
+               judge_endpoint: str | None = None) -> str:
     """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
     questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
     key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
+                      **({"judge_endpoint": judge_endpoint} if judge_endpoint else {}),
                       "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
                       "top_k": settings.top_k, "mode": settings.retrieval_mode, "ft": ft_models}, sort_keys=True)
     return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -68,7 +71,16 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
     ft_models = {n: a.model for n, a in arms.items() if n in ("ft", "ft_rag")}
-    run_id = run_id_for(corpus, cfg, settings, ft_models)
+    judge_spec = None
+    if cfg.judge:
+        generators = {models.served_name(models.get_spec(settings.model, settings), settings), *ft_models.values()}
+        judge_spec = judge_mod.resolve(cfg.judge, settings, server, sorted(generators), log)
+        if judge_spec.warning:
+            log(f"warning: {judge_spec.warning}")
+        judge_mod.api_key(judge_spec)  # a missing key fails now, not after every answer is in
+    # A remote judge's URL is part of the run's identity (its path only, never a key).
+    run_id = run_id_for(corpus, cfg, settings, ft_models, None if judge_spec is None or judge_spec.local
+                        else judge_spec.base_url)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
     info = _ft_info(corpus, settings, ft_models)
     if rerun and run_id in {r["run_id"] for r in store.runs()}:
@@ -78,7 +90,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                                                                "decoding": settings.decoding_options(),
                                                                "top_k": settings.top_k,
                                                                "retrieval_mode": settings.retrieval_mode,
-                                                               "n_questions": len(questions)})
+                                                               "n_questions": len(questions),
+                                                               "judge": judge_spec.describe() if judge_spec else None})
     if resumed:
         log(f"resuming run {run_id}")
     total = len(questions) * len(cfg.arms)
@@ -99,7 +112,13 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         finally:
             # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
             pool.shutdown(wait=True, cancel_futures=True)
-    score_run(run_id, corpus, store, progress)
+    # The judge runs after every answer is in, so it never competes with the timed answers.
+    judge = judge_mod.Judge(judge_spec, settings) if judge_spec else None
+    try:
+        score_run(run_id, corpus, store, progress, judge)
+    finally:
+        if judge:
+            judge.close()
     store.set_status(run_id, "done", info)
     return run_id
 
@@ -114,8 +133,9 @@ def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> d
             if run else None}
 
 
-def score_run(run_id: str, corpus: Corpus, store: Store, progress: Progress | None = None) -> None:
-    """Score every stored answer that has no scores yet (also resumable)."""
+def score_run(run_id: str, corpus: Corpus, store: Store, progress: Progress | None = None,
+              judge: judge_mod.Judge | None = None) -> None:
+    """Score every stored answer that has no scores yet (also resumable); judge metrics when given."""
     by_id = {q.id: q for q in corpus.eval}
     done = {(a, q) for a, q, _ in store.scored(run_id)}
     todo = [a for a in store.answers(run_id) if (a["arm"], a["qid"]) not in done]
@@ -126,7 +146,10 @@ def score_run(run_id: str, corpus: Corpus, store: Store, progress: Progress | No
         qa = by_id.get(a["qid"])
         if qa is None:
             continue
-        store.save_scores(run_id, scoring.score_answer(a["arm"], a["qid"], a["text"], qa.answers, qa.source_ids,
-                                                       a["passages"], metrics))
+        rows = scoring.score_answer(a["arm"], a["qid"], a["text"], qa.answers, qa.source_ids, a["passages"], metrics)
+        if judge:
+            rows += judge.score(a["arm"], a["qid"], qa.question, a["text"], qa.answers[0] if qa.answers else "",
+                                a["passages"])
+        store.save_scores(run_id, rows)  # one transaction per answer: a kill never leaves half its scores
         if progress:
-            progress(i, len(todo), "scoring")
+            progress(i, len(todo), "scoring with the judge" if judge else "scoring")

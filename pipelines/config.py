@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     max_tokens: int = 128
     num_ctx: int = 2048
 
+    # LLM judge (optional). No base URL → the judge is a model on ragft's own Ollama. The API
+    # key of a remote endpoint is read from the environment only (RAGFT_JUDGE_API_KEY), never here.
+    judge_base_url: str | None = None
+    judge_timeout_s: float = 120.0  # per metric and answer
+    judge_max_tokens: int = 512
+
     @field_validator("quantization")
     @classmethod
     def _known_quant(cls, v: str) -> str:
@@ -118,7 +124,7 @@ class Settings(BaseSettings):
             raise ValueError(f"port {v} is outside 0..65535")
         return v
 
-    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k")
+    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k", "judge_max_tokens", "judge_timeout_s")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:

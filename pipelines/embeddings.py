@@ -24,6 +24,7 @@ def _offline() -> None:
     # Never reach for a model hub: everything is on disk already.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas would post usage events otherwise
 
 
 def model_path() -> Path:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import models, serving
+from pipelines import corpus as corpora
+from pipelines import finetune as ft
+from pipelines import models, rag, serving
 from pipelines.config import Settings, default_data_dir
+from pipelines.train import LoraParams
 
 SHARED_CACHE = Path(os.environ.get("RAGFT_TEST_CACHE_DIR") or default_data_dir() / "cache").expanduser()
 
@@ -59,3 +62,14 @@ def base_model(live_settings: Settings, ollama_server: serving.Server) -> str:
     """The default base model, created on the session's server from the packaged weights."""
     spec = models.get_spec(live_settings.model, live_settings)
     return models.ensure_served(spec, live_settings, ollama_server, print)
+
+
+@pytest.fixture(scope="session")
+def demo_env(tmp_path_factory: pytest.TempPathFactory, live_settings: Settings, ollama_server: serving.Server,
+             base_model: str) -> tuple[Settings, corpora.Corpus]:
+    """The demo corpus indexed and fine-tuned (1 epoch) on the session's server: all four arms work."""
+    s = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("eval-data")})
+    c = corpora.load("port-vellmar", s)
+    rag.build_index(c, s)
+    ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=1, batch_size=16, checkpoint_every=100))
+    return s, c

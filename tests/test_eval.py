@@ -10,10 +10,7 @@ from eval.report import summarise, write_outputs
 from eval.runner import EvalConfig, run_eval, select_questions
 from eval.store import Store, StoreError
 from pipelines import corpus as corpora
-from pipelines import finetune as ft
-from pipelines import rag, serving
 from pipelines.config import Settings
-from pipelines.train import LoraParams
 
 
 def test_metric_failures_are_counted_not_dropped() -> None:
@@ -51,16 +48,6 @@ def test_damaged_database_is_refused_not_overwritten(tmp_path: Path) -> None:
         Store(db)
     assert "move it aside" in (exc.value.fix or "")
     assert db.read_bytes().startswith(b"SQLite format 3\x00\x13")
-
-
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory: pytest.TempPathFactory, live_settings: Settings, ollama_server: serving.Server,
-             base_model: str) -> tuple[Settings, corpora.Corpus]:
-    s = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("eval-data")})
-    c = corpora.load("port-vellmar", s)
-    rag.build_index(c, s)
-    ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=1, batch_size=16, checkpoint_every=100))
-    return s, c
 
 
 @pytest.mark.slow
