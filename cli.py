@@ -132,7 +132,10 @@ def ask_cmd(
 
 
 @app.command("index")
-def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")], data_dir: DataDirOpt = None) -> None:
+def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
+              rebuild: Annotated[bool, typer.Option(help="Move a damaged index store aside (kept, never deleted) and "
+                                                          "build afresh.")] = False,
+              data_dir: DataDirOpt = None) -> None:
     """Build or update a corpus's index (only new or changed documents are embedded)."""
     from rich.progress import Progress
 
@@ -141,6 +144,8 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 
     settings = _settings(None, data_dir)
     loaded = corpora.load(corpus, settings)
+    if rebuild and (moved := rag.move_store_aside(settings)):
+        err.print(f"the previous index store was moved to {moved}")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("indexing", total=None)
         report = rag.build_index(loaded, settings, lambda done, total, what: bar.update(task, completed=done, total=total,
@@ -330,6 +335,10 @@ def _print_summary(summary: dict) -> None:
     for r in rec["reasons"]:
         console.print(f"  • {r}")
     console.print(f"  {summary['leakage_statement']}")
+    for f in (summary.get("injection") or {}).get("answers_quoting", []):
+        err.print(f"[yellow]warning:[/] {f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}")
+    for ev in summary.get("events") or []:
+        err.print(f"[yellow]{ev['kind']}:[/] {ev['detail']}")
     judge = summary.get("judge")
     if judge:
         console.print(f"  judge: {judge['model']} at {judge['endpoint']}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import costs as costs_mod
+from eval import injection
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
@@ -92,7 +93,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     return {
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
         "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
-        "judge_failures": _judge_failures(scores),
+        "judge_failures": _judge_failures(scores), "events": store.events(run_id), "injection": injection.scan(answers),
         "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
                         "tokens_per_s": c.tokens_per_s,
                         "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
@@ -221,6 +222,28 @@ def _judge_html(summary: dict[str, Any]) -> str:
                else "<p>Every judge verdict was parsed.</p>"))
 
 
+def _injection_html(summary: dict[str, Any]) -> str:
+    e = html.escape
+    inj = summary.get("injection") or {"passages": 0, "answers_quoting": []}
+    if not inj["passages"]:
+        return "<p>No retrieved passage reads like an instruction to the model.</p>"
+    rows = "".join(f"<li class=fail>{e(f['arm'])} / {e(f['qid'])}: “{e(f['answer'])}” repeats “{e(f['quoted'])}”</li>"
+                   for f in inj["answers_quoting"])
+    return (f"<p>{inj['passages']} retrieved passage(s) read like instructions to the model, e.g. "
+            + "; ".join(f"“{e(x)}”" for x in inj["examples"]) + ". Answers are text only: nothing in them is run. "
+            + (f"Answers that quote such text:</p><ul>{rows}</ul>" if rows else "No answer quotes them.</p>"))
+
+
+def _events_html(summary: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    events = summary.get("events") or []
+    if not events:
+        return "<p>The run went through without interruptions, retries or server restarts.</p>"
+    return "<ul>" + "".join(f"<li>{datetime.fromtimestamp(ev['at']).strftime('%Y-%m-%d %H:%M:%S')} "
+                            f"<b>{html.escape(ev['kind'])}</b>: {html.escape(ev['detail'])}</li>" for ev in events) + "</ul>"
+
+
 def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
     e = html.escape
     ch = charts(summary, answers)
@@ -270,6 +293,8 @@ model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('qu
 <p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
 <h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
 <h2>Judge</h2>{_judge_html(summary)}
+<h2>Run record</h2>{_events_html(summary)}
+<h2>Instructions planted in documents</h2>{_injection_html(summary)}
 <h2>Quality per arm (mean with bootstrap 95% CI)</h2>{ch['quality']}
 <table><tr><th>metric</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{metric_rows}</table>
 <h2>Paired comparisons</h2><table><tr><th>difference</th><th>metric</th><th>mean [95% CI]</th><th>p (bootstrap)</th>

@@ -4,12 +4,16 @@ never recomputed, a killed run continues where it stopped, and no question is an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from eval import judge as judge_mod
@@ -19,7 +23,7 @@ from pipelines import models, serving
 from pipelines.arms import Answer, check_arm_name, get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
-from pipelines.errors import RagftError
+from pipelines.errors import OllamaUnavailable, RagftError
 
 Progress = Callable[[int, int, str], None]  # done, total, what
 
@@ -83,44 +87,119 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                         else judge_spec.base_url)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
     info = _ft_info(corpus, settings, ft_models)
-    if rerun and run_id in {r["run_id"] for r in store.runs()}:
-        log(f"answering run {run_id} again; the previous database is backed up at {store.delete_run(run_id)}")
-    resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {**asdict(cfg), "model": settings.model,
-                                                               "quantization": settings.quantization,
-                                                               "decoding": settings.decoding_options(),
-                                                               "top_k": settings.top_k,
-                                                               "retrieval_mode": settings.retrieval_mode,
-                                                               "n_questions": len(questions),
-                                                               "judge": judge_spec.describe() if judge_spec else None})
-    if resumed:
-        log(f"resuming run {run_id}")
-    total = len(questions) * len(cfg.arms)
-    done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
-    for name, arm in arms.items():
-        todo = [q for q in questions if q.id not in store.answered(run_id, name)]
-
-        def answer(qa: QA, arm: Any = arm, name: str = name) -> None:
-            store.save_answer(run_id, _row(name, qa, arm.answer(qa.question)))
-
-        pool = ThreadPoolExecutor(max(1, cfg.concurrency))
-        try:
-            for future in as_completed([pool.submit(answer, q) for q in todo]):
-                future.result()
-                done += 1
-                if progress:
-                    progress(done, total, f"answering ({name})")
-        finally:
-            # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
-            pool.shutdown(wait=True, cancel_futures=True)
-    # The judge runs after every answer is in, so it never competes with the timed answers.
-    judge = judge_mod.Judge(judge_spec, settings) if judge_spec else None
+    lock = _RunLock(settings.data_dir.expanduser() / "locks" / f"{run_id}.lock")  # released when this process ends
     try:
-        score_run(run_id, corpus, store, progress, judge)
+        if rerun and run_id in {r["run_id"] for r in store.runs()}:
+            log(f"answering run {run_id} again; the previous database is backed up at {store.delete_run(run_id)}")
+        resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {**asdict(cfg), "model": settings.model,
+                                                                   "quantization": settings.quantization,
+                                                                   "decoding": settings.decoding_options(),
+                                                                   "top_k": settings.top_k,
+                                                                   "retrieval_mode": settings.retrieval_mode,
+                                                                   "n_questions": len(questions),
+                                                                   "judge": judge_spec.describe() if judge_spec else None})
+        total = len(questions) * len(cfg.arms)
+        done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
+        if resumed and done < total:
+            log(f"resuming run {run_id}: {done} of {total} answers already stored")
+            store.add_event(run_id, "resumed", f"{done} of {total} answers already stored; answering the rest")
+        try:
+            for name, arm in arms.items():
+                todo = [q for q in questions if q.id not in store.answered(run_id, name)]
+
+                def answer(qa: QA, arm: Any = arm, name: str = name) -> None:
+                    a = _answer_with_retries(arm, qa, server, settings, store, run_id, name, log)
+                    store.save_answer(run_id, _row(name, qa, a))
+
+                pool = ThreadPoolExecutor(max(1, cfg.concurrency))
+                try:
+                    for future in as_completed([pool.submit(answer, q) for q in todo]):
+                        future.result()
+                        done += 1
+                        _record_restarts(server, store, run_id, log)
+                        if progress:
+                            progress(done, total, f"answering ({name})")
+                finally:
+                    # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
+                    pool.shutdown(wait=True, cancel_futures=True)
+        except Exception as exc:
+            _record_restarts(server, store, run_id, log)
+            store.add_event(run_id, "stopped", f"{type(exc).__name__}: {exc}"[:500])
+            store.set_status(run_id, "stopped")
+            raise
+        # The judge runs after every answer is in, so it never competes with the timed answers.
+        judge = judge_mod.Judge(judge_spec, settings) if judge_spec else None
+        try:
+            score_run(run_id, corpus, store, progress, judge)
+        finally:
+            if judge:
+                judge.close()
+        store.set_status(run_id, "done", info)
     finally:
-        if judge:
-            judge.close()
-    store.set_status(run_id, "done", info)
+        lock.release()
     return run_id
+
+
+class _RunLock:
+    """One process answers a run at a time; a second one (another terminal, the app) is told so.
+
+    An OS file lock, so a killed process never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "a+", encoding="ascii")  # noqa: SIM115 (held for the run's lifetime)
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.seek(0)
+            holder = self._f.read().strip() or "another process"
+            self._f.close()
+            raise RagftError(f"run {path.stem} is being answered right now by {holder}",
+                             "wait for it to finish (`ragft runs` shows its progress), or evaluate different "
+                             "questions or arms") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(f"ragft pid {os.getpid()}")
+        self._f.flush()
+
+    def release(self) -> None:
+        self._f.close()
+
+
+def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Settings, store: Store, run_id: str,
+                         name: str, log: Callable[[str], None]) -> Answer:
+    """Answer one question; if Ollama went away, wait with growing pauses and bring it back.
+
+    `serving.generate` already restarts a dead server once; this outer loop covers a server that
+    dies again or takes a while to come back. Bounded: after `answer_retries` the run stops
+    (and resumes later from what is stored).
+    """
+    for attempt in range(1, settings.answer_retries + 1):
+        try:
+            a: Answer = arm.answer(qa.question)
+            return a
+        except OllamaUnavailable as exc:
+            if attempt == settings.answer_retries:
+                raise
+            wait = settings.retry_backoff_s * 2 ** (attempt - 1)
+            note = f"{name}/{qa.id}: {exc.message}; retry {attempt} of {settings.answer_retries - 1} in {wait:.0f} s"
+            store.add_event(run_id, "retry", note)
+            log(f"warning: {note}")
+            time.sleep(wait)
+            if server.owned:
+                with contextlib.suppress(OllamaUnavailable):
+                    serving.restart(server, settings, exc.message)
+    raise AssertionError("unreachable")
+
+
+def _record_restarts(server: serving.Server, store: Store, run_id: str, log: Callable[[str], None]) -> None:
+    while server.restarts:
+        note = server.restarts.pop(0)
+        store.add_event(run_id, "ollama_restarted", note)
+        log(f"warning: {note}")
 
 
 def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> dict[str, Any]:

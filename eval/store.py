@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS answers (
   prompt_tokens INTEGER, output_tokens INTEGER, eval_ms REAL, tokens_per_s REAL, created REAL NOT NULL,
   PRIMARY KEY (run_id, arm, qid)
 );
+CREATE TABLE IF NOT EXISTS events (
+  run_id TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scores (
   run_id TEXT NOT NULL, arm TEXT NOT NULL, qid TEXT NOT NULL, metric TEXT NOT NULL, value REAL, error TEXT,
   PRIMARY KEY (run_id, arm, qid, metric)
@@ -106,11 +109,19 @@ class Store:
                                "FROM runs r ORDER BY created").fetchall()
         return [{**dict(r), "arms": json.loads(r["arms"])} for r in rows]
 
+    def add_event(self, run_id: str, kind: str, detail: str) -> None:
+        """What happened to a run besides answers (server restarts, retries): part of its record."""
+        with self.tx() as db:
+            db.execute("INSERT INTO events VALUES (?,?,?,?)", (run_id, time.time(), kind, detail))
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM events WHERE run_id=? ORDER BY at", (run_id,))]
+
     def delete_run(self, run_id: str) -> Path:
         """Forget a run's answers and scores; the database is backed up first."""
         backup = self.backup()
         with self.tx() as db:
-            for table in ("scores", "answers", "runs"):
+            for table in ("scores", "answers", "events", "runs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
         return backup
 

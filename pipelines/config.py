@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     ollama_port: int = 0  # 0 = pick a free port on 127.0.0.1
     server_start_timeout_s: float = 60.0
     request_timeout_s: float = 300.0
+    ollama_offline: bool = True  # ragft's own server gets an unreachable proxy: it never needs the internet
+    answer_retries: int = 4  # attempts per answer when Ollama goes away mid-run …
+    retry_backoff_s: float = 2.0  # … pausing 2, 4, 8 s between them
     num_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
 
     # Model (same for every arm: fairness)
@@ -124,7 +127,8 @@ class Settings(BaseSettings):
             raise ValueError(f"port {v} is outside 0..65535")
         return v
 
-    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k", "judge_max_tokens", "judge_timeout_s")
+    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k", "judge_max_tokens", "judge_timeout_s",
+                     "answer_retries")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:

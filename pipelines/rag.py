@@ -93,8 +93,18 @@ def chroma_client(settings: Settings) -> Any:
     try:
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except Exception as exc:  # chroma raises its own and sqlite errors on a damaged store
-        raise RagftError(f"the index store at {settings.chroma_dir} cannot be opened: {exc}",
-                         f"move {settings.chroma_dir} aside and run `ragft index` again") from exc
+        raise RagftError(f"the index store at {settings.chroma_dir} cannot be opened (damaged?): {exc}",
+                         "rebuild it with `ragft index CORPUS --rebuild` (the damaged store is moved aside, "
+                         "not deleted)") from exc
+
+
+def move_store_aside(settings: Settings) -> Path | None:
+    """The way out of a damaged index store: rename it (nothing is deleted); indexes are rebuildable."""
+    if settings.chroma_url or not settings.chroma_dir.exists():
+        return None
+    dest = settings.chroma_dir.with_name(f"{settings.chroma_dir.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    settings.chroma_dir.rename(dest)
+    return dest
 
 
 def _collection(settings: Settings, name: str, create: bool) -> Any:

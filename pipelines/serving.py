@@ -15,9 +15,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -162,6 +163,9 @@ class Server:
     models_dir: str | None
     binary: str | None = None
     version: str | None = None
+    # Restarts done while answering (a server that died): callers such as the eval runner
+    # read these to put them on the run's record.
+    restarts: list[str] = field(default_factory=list)
 
     @property
     def owned(self) -> bool:
@@ -227,6 +231,11 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
             OLLAMA_KEEP_ALIVE="30m",
             OLLAMA_NOPRUNE="1",
         )
+        if settings.ollama_offline:
+            # The server only loads local files; should anything in it reach out (a pull, a
+            # registry lookup), it hits a closed local port and fails instead of leaving the machine.
+            env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
+                       https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9", no_proxy="127.0.0.1,localhost")
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 [str(binary.path), "serve"], env=env, stdout=logf, stderr=subprocess.STDOUT,
@@ -261,7 +270,7 @@ def _tail(path: Path, lines: int = 10) -> str:
 def _write_state(settings: Settings, server: Server) -> None:
     path = _state_path(settings)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(server)), encoding="utf-8")
+    tmp.write_text(json.dumps({k: v for k, v in asdict(server).items() if k != "restarts"}), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -417,16 +426,28 @@ def generate(
     for attempt in (1, 2):
         try:
             return _generate_once(server, settings, model, prompt, system, on_token)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, ConnectionError) as exc:
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, ConnectionError) as exc:
             if attempt == 2 or not server.owned:
                 raise OllamaUnavailable(f"Ollama at {server.url} is not answering: {exc}", "run `ragft doctor`") from exc
-            fresh = ensure_server(settings)
-            server.url, server.pid = fresh.url, fresh.pid
+            restart(server, settings, f"{type(exc).__name__} while generating with {model}")
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
                 raise ModelPrepError(f"model '{model}' is not on the server", "run `ragft setup`") from exc
             raise OllamaUnavailable(f"Ollama refused the request: {exc.error}") from exc
     raise AssertionError("unreachable")
+
+
+_restart_lock = threading.Lock()
+
+
+def restart(server: Server, settings: Settings, reason: str) -> None:
+    """Bring a dead owned server back (once, however many threads noticed) and point `server` at it."""
+    with _restart_lock:
+        old = server.url
+        fresh = ensure_server(settings)  # a healthy server (another thread's restart) is reused
+        if fresh.url != old or fresh.pid != server.pid:
+            server.restarts.append(f"Ollama at {old} stopped answering ({reason}); now {fresh.url} (pid {fresh.pid})")
+        server.url, server.pid = fresh.url, fresh.pid
 
 
 def _generate_once(server: Server, settings: Settings, model: str, prompt: str, system: str | None,

@@ -7,10 +7,7 @@ counted failure with its reason — never missing.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,47 +20,16 @@ from pipelines import corpus as corpora
 from pipelines import serving
 from pipelines.config import Settings
 from pipelines.errors import ConfigError, UnknownNameError
+from tests.helpers import JudgeEndpoint, fake_judge_endpoint
 
 QUESTION = "Who founded Kelmouth harbour?"
 PASSAGES = [{"id": "h1", "text": "Kelmouth harbour was founded by Ida Brandt in 1821.", "score": 1.0, "source": "harbour"}]
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint that answers with `reply` after `delay` seconds."""
-
-    reply = "not json {"
-    delay = 0.0
-    seen: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        time.sleep(self.delay)
-        payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                              "choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": self.reply}}],
-                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def endpoint() -> Iterator[tuple[str, type[_Endpoint]]]:
-    handler = type("Handler", (_Endpoint,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    server.shutdown()
+def endpoint() -> Iterator[tuple[str, type[JudgeEndpoint]]]:
+    with fake_judge_endpoint() as ep:
+        yield ep
 
 
 def _remote(settings: Settings, url: str, **update: object) -> judge_mod.Judge:
@@ -71,7 +37,7 @@ def _remote(settings: Settings, url: str, **update: object) -> judge_mod.Judge:
     return judge_mod.Judge(judge_mod.resolve("judge-model", s, None, ["ragft-smollm2-135m:q8_0"]), s)
 
 
-def test_invalid_json_is_a_counted_failure_per_metric(endpoint: tuple[str, type[_Endpoint]], settings: Settings,
+def test_invalid_json_is_a_counted_failure_per_metric(endpoint: tuple[str, type[JudgeEndpoint]], settings: Settings,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = endpoint
     monkeypatch.setenv("RAGFT_JUDGE_API_KEY", "sk-test-secret-123")
@@ -95,7 +61,7 @@ def test_invalid_json_is_a_counted_failure_per_metric(endpoint: tuple[str, type[
     assert handler.seen[0]["body"]["response_format"]["type"] == "json_schema"
 
 
-def test_timeout_is_a_counted_failure(endpoint: tuple[str, type[_Endpoint]], settings: Settings,
+def test_timeout_is_a_counted_failure(endpoint: tuple[str, type[JudgeEndpoint]], settings: Settings,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = endpoint
     handler.delay = 3.0
@@ -111,7 +77,7 @@ def test_timeout_is_a_counted_failure(endpoint: tuple[str, type[_Endpoint]], set
         assert "Timeout" in error or error == "NaN", error
 
 
-def test_out_of_range_verdicts_are_failures(endpoint: tuple[str, type[_Endpoint]], settings: Settings,
+def test_out_of_range_verdicts_are_failures(endpoint: tuple[str, type[JudgeEndpoint]], settings: Settings,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = endpoint
     handler.reply = json.dumps({"reason": "r", "verdict": 6})  # the schema wants 0 or 1
