@@ -104,6 +104,11 @@ def move_store_aside(settings: Settings) -> Path | None:
         return None
     dest = settings.chroma_dir.with_name(f"{settings.chroma_dir.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
     settings.chroma_dir.rename(dest)
+    # Chroma keeps one open system per path for the life of the process; drop it, or the next
+    # client at this path would still talk to the moved-aside store.
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
     return dest
 
 
