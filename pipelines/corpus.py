@@ -79,7 +79,7 @@ def read_document(path: Path, max_bytes: int) -> str:
     if size == 0:
         raise CorpusError(f"{path.name}: empty file", "remove it or add its text")
     if size > max_bytes:
-        raise CorpusError(f"{path.name}: {size / 1e6:.1f} MB is above the limit of {max_bytes / 1e6:.0f} MB",
+        raise CorpusError(f"{path.name}: {size / 1e6:.1f} MB is above the limit of {max_bytes / 1e6:g} MB",
                           "split the file, or raise RAGFT_MAX_FILE_MB")
     suffix = path.suffix.lower()
     if suffix == ".pdf":
@@ -177,7 +177,12 @@ def load_qa(path: Path, doc_ids: set[str] | None = None) -> tuple[list[QA], list
     seen: set[str] = set()
     if not path.is_file():
         return rows, problems
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                          "save the QA file as UTF-8") from exc
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path.parent.name}/{path.name} line {lineno}"
@@ -335,8 +340,15 @@ def add_folder(folder: Path, settings: Settings, name: str | None = None, replac
         raise CorpusError(f"{folder} is not a folder", "give a folder of documents")
     name = safe_name(name or folder.name)
     found, problems = scan_docs(folder)
+    for doc_id, path in list(found.items()):  # a document that cannot be read is named now, not at index time
+        try:
+            read_document(path, int(settings.max_file_mb * 1e6))
+        except CorpusError as exc:
+            problems.append(f"{exc.message} — skipped ({exc.fix})")
+            del found[doc_id]
     if not found:
-        raise CorpusError(f"{folder} has no documents of a supported type", f"supported: {', '.join(DOC_SUFFIXES)}")
+        raise CorpusError(f"{folder} has no readable documents of a supported type" + "".join(f"\n  {p}" for p in problems),
+                          f"supported: {', '.join(DOC_SUFFIXES)}")
     target = corpora_dir(settings) / name
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))

@@ -101,7 +101,8 @@ _SAFE_NAME = re.compile(r"[^a-z0-9._-]+")
 
 def safe_name(text: str) -> str:
     """A name Ollama, Chroma and file paths all accept: lowercase [a-z0-9._-], no leading dot."""
-    cleaned = _SAFE_NAME.sub("-", text.lower()).strip("-.")
+    cleaned = _SAFE_NAME.sub("-", text.lower())
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", "-", cleaned)).strip("-.")  # no '..' survives
     if not cleaned:
         raise UnknownNameError(f"'{text}' has no usable characters for a name", "use letters, digits, '-', '_' or '.'")
     return cleaned[:80]
