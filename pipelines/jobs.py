@@ -1,0 +1,298 @@
+"""Long work (setup, index, fine-tune, eval) as detached `ragft` processes, recorded in SQLite.
+
+A job is one CLI command run in its own session (process group), its output in a log file under
+`<data dir>/jobs/`, and a row in `<data dir>/jobs.sqlite` (WAL). A small wrapper process starts
+the command, waits for it and writes its exit code to a file, so the status is known even when
+nobody was watching. Starting a job identical to one still running returns the running one: a
+page refresh or a second browser tab never starts the same work twice.
+
+Status comes from the process itself (psutil, with its start time, so a reused pid is not
+mistaken for the job) and from the exit-code file. Cancel sends SIGTERM to the whole group, then
+SIGKILL after a grace period. Progress is not tracked here: each kind of work persists its own
+(answers in the run store, loss.jsonl, the index's progress file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipelines.config import Settings
+from pipelines.errors import RagftError
+
+RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, args TEXT NOT NULL, key TEXT NOT NULL,
+  pid INTEGER, pid_started REAL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+  exit_code INTEGER, log_path TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0,
+  meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
+"""
+
+
+class JobError(RagftError):
+    """A job could not be started, found or cancelled."""
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    args: list[str]
+    pid: int | None
+    status: str
+    started: float
+    finished: float | None
+    exit_code: int | None
+    log_path: Path
+    cancel_requested: bool = False
+    pid_started: float | None = None  # the process's start time: a reused pid is not the job
+    meta: dict[str, Any] = field(default_factory=dict)  # what the starter wants to find again (e.g. a run's parameters)
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def command(self) -> str:
+        return " ".join(["ragft", self.kind, *self.args])
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))  # the end of a long log is enough
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def jobs_dir(settings: Settings) -> Path:
+    return settings.data_dir.expanduser() / "jobs"
+
+
+def _db_path(settings: Settings) -> Path:
+    return settings.data_dir.expanduser() / "jobs.sqlite"
+
+
+@contextlib.contextmanager
+def _connect(settings: Settings, write: bool = False) -> Iterator[sqlite3.Connection]:
+    path = _db_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.executescript(SCHEMA)
+        db.row_factory = sqlite3.Row
+        if write:  # one writer at a time across processes: the dedupe check and the insert are atomic
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        else:
+            yield db
+    except sqlite3.DatabaseError as exc:
+        raise JobError(f"the job database {path} cannot be used: {exc}",
+                       f"move it aside (e.g. `mv {path} {path}.broken`); running jobs keep running") from exc
+    finally:
+        db.close()
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(row["id"], row["kind"], json.loads(row["args"]), row["pid"], row["status"], row["started"],
+               row["finished"], row["exit_code"], Path(row["log_path"]), bool(row["cancel_requested"]), row["pid_started"],
+               json.loads(row["meta"]))
+
+
+def _rc_path(log_path: Path) -> Path:
+    return log_path.with_suffix(".rc")
+
+
+def ragft_command(kind: str, args: Sequence[str]) -> list[str]:
+    """The argv of `ragft <kind> <args>` with the ragft of this Python environment."""
+    script = Path(sys.executable).with_name("ragft")
+    base = [str(script)] if script.is_file() else [sys.executable, "-m", "cli"]
+    return [*base, *kind.split(), *args]
+
+
+def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[str] | None = None,
+          meta: dict[str, Any] | None = None) -> Job:
+    """Start `ragft <kind> <args>` (or `command`) detached; an identical running job is returned instead."""
+    args = [str(a) for a in args]
+    argv = list(command) if command is not None else ragft_command(kind, args)
+    key = json.dumps([kind, args, argv])
+    jobs_dir(settings).mkdir(parents=True, exist_ok=True)
+    with _connect(settings, write=True) as db:
+        for row in db.execute("SELECT * FROM jobs WHERE key=? AND status=?", (key, RUNNING)).fetchall():
+            job = _refresh(db, _job(row))
+            if job.running:
+                return job
+        cur = db.execute("INSERT INTO jobs (kind, args, key, status, started, log_path, meta) VALUES (?,?,?,?,?,?,?)",
+                         (kind, json.dumps(args), key, RUNNING, time.time(), "", json.dumps(meta or {})))
+        job_id = int(cur.lastrowid or 0)
+        log_path = jobs_dir(settings) / f"job-{job_id}-{kind.replace(' ', '-')}.log"
+        env = dict(os.environ, RAGFT_DATA_DIR=str(settings.data_dir.expanduser()), PYTHONUNBUFFERED="1",
+                   COLUMNS="120")
+        if settings.cache_dir:
+            env["RAGFT_CACHE_DIR"] = str(settings.cache_dir.expanduser())
+        with log_path.open("ab") as log:
+            log.write(f"$ {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pipelines.jobs", str(_rc_path(log_path)), "--", *argv],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True,  # its own process group: cancel reaches every child, and it outlives the app
+                )
+            except OSError as exc:
+                raise JobError(f"could not start `{' '.join(argv)}`: {exc}", "check that ragft is installed") from exc
+        db.execute("UPDATE jobs SET pid=?, pid_started=?, log_path=? WHERE id=?",
+                   (proc.pid, _create_time(proc.pid), str(log_path), job_id))
+        row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+    return _job(row)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _alive(pid: int | None, pid_started: float | None) -> bool:
+    if pid is None:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it (no zombie left behind)
+    try:
+        proc = psutil.Process(pid)
+        if pid_started is not None and abs(proc.create_time() - pid_started) > 0.5:
+            return False  # the pid was reused by another process
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _refresh(db: sqlite3.Connection, job: Job) -> Job:
+    """Bring a running job's row up to date with its process and exit-code file."""
+    if not job.running:
+        return job
+    rc_file = _rc_path(job.log_path)
+    code: int | None = None
+    if rc_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            code = int(rc_file.read_text(encoding="ascii").strip())
+    elif _alive(job.pid, job.pid_started):
+        return job
+    # Exit 0 is done even when a cancel came too late; no exit code at all means killed from outside.
+    status = DONE if code == 0 else CANCELLED if job.cancel_requested else FAILED
+    finished = rc_file.stat().st_mtime if rc_file.is_file() else time.time()
+    db.execute("UPDATE jobs SET status=?, exit_code=?, finished=? WHERE id=? AND status=?",
+               (status, code, finished, job.id, RUNNING))
+    job.status, job.exit_code, job.finished = status, code, finished
+    return job
+
+
+def get(settings: Settings, job_id: int) -> Job:
+    with _connect(settings) as db:
+        row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no job {job_id}", "see the jobs listed on the Status page")
+        return _refresh(db, _job(row))
+
+
+def list_jobs(settings: Settings, kind: str | None = None, subject: str | None = None, limit: int = 50) -> list[Job]:
+    """Newest first; `subject` keeps jobs whose first argument it is (usually the corpus)."""
+    if not _db_path(settings).exists():
+        return []
+    with _connect(settings) as db:
+        sql, params = "SELECT * FROM jobs", []
+        if kind is not None:
+            sql, params = sql + " WHERE kind=?", [kind]
+        rows = db.execute(sql + " ORDER BY id DESC", params).fetchall()
+        found = [_refresh(db, j) for j in map(_job, rows) if subject is None or j.args[:1] == [subject]]
+    return found[:limit]
+
+
+def latest(settings: Settings, kind: str, subject: str | None = None) -> Job | None:
+    found = list_jobs(settings, kind, subject, limit=1)
+    return found[0] if found else None
+
+
+def cancel(settings: Settings, job_id: int, grace_s: float = 10.0) -> Job:
+    """SIGTERM the job's process group, SIGKILL it after `grace_s`; returns the job as it ended."""
+    job = get(settings, job_id)
+    if not job.running or job.pid is None:
+        return job
+    with _connect(settings, write=True) as db:
+        db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+    pgid = job.pid  # the wrapper leads its own session, so its pid is the group id
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.1)
+    return get(settings, job_id)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is still in the group."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError, OSError):
+            continue
+    return False
+
+
+# ---------------------------------------------------------------- the wrapper process
+
+
+def _wrap(rc_path: Path, argv: list[str]) -> int:
+    """Run `argv`, wait for it, and record its exit code atomically in `rc_path`."""
+    # A cancel signals the whole group: the command itself stops, the wrapper stays to record how.
+    # (A handler, not SIG_IGN: an ignored disposition would be inherited by the command.)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        code = subprocess.Popen(argv).wait()
+    except OSError as exc:
+        print(f"could not run {argv[0]}: {exc}", flush=True)
+        code = 127
+    tmp = rc_path.with_suffix(".rc.tmp")
+    tmp.write_text(str(code), encoding="ascii")
+    os.replace(tmp, rc_path)
+    return 0
+
+
+if __name__ == "__main__":  # python -m pipelines.jobs RC_PATH -- ARGV...
+    sep = sys.argv.index("--")
+    sys.exit(_wrap(Path(sys.argv[1]), sys.argv[sep + 1:]))
