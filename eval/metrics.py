@@ -43,3 +43,9 @@ def contains_reference(prediction: str, references: Sequence[str]) -> float:
     """1 when a normalised reference answer appears inside the normalised prediction."""
     p = f" {normalise_answer(prediction)} "
     return float(any(f" {normalise_answer(r)} " in p for r in references if normalise_answer(r)))
+
+
+def answer_scores(prediction: str, references: Sequence[str]) -> dict[str, float]:
+    """The three SQuAD scores of one answer, as the evaluation stores them."""
+    return {"exact_match": exact_match(prediction, references), "token_f1": token_f1(prediction, references),
+            "contains": contains_reference(prediction, references)}

@@ -183,6 +183,11 @@ def _svg(chart: Any) -> str:
 
 
 def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, str]:
+    return {name: _svg(chart) for name, chart in chart_specs(summary, answers).items()}
+
+
+def chart_specs(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's Altair charts (quality with CIs, latency, cost vs volume), from the summary's numbers."""
     import altair as alt
     import pandas as pd
 
@@ -205,7 +210,19 @@ def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, 
     cost = alt.Chart(pd.DataFrame(cost_rows)).mark_line(point=True).encode(
         x=alt.X("answers:Q", title="answers served"), y=alt.Y("total cost:Q", title=f"total cost at {summary['price_per_hour']}/h"),
         color="arm:N").properties(width=400, height=220)
-    return {"quality": _svg(quality), "latency": _svg(latency), "cost": _svg(cost)}
+    return {"quality": quality, "latency": latency, "cost": cost}
+
+
+def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per question: id, question, and per arm its answer and whether it is correct (primary metric)."""
+    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
+    rows: dict[str, dict[str, Any]] = {}
+    for a in answers:
+        row = rows.setdefault(a["qid"], {"qid": a["qid"], "question": a["question"]})
+        row[a["arm"]] = a["text"]
+        row[f"{a['arm']} correct"] = None if ok.get((a["arm"], a["qid"])) is None else bool(ok[(a["arm"], a["qid"])])
+    return [{k: r.get(k) for k in ["qid", "question", *arms, *(f"{a} correct" for a in arms)]}
+            for _, r in sorted(rows.items())]
 
 
 def _judge_html(summary: dict[str, Any]) -> str:

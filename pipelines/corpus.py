@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
+from pipelines.leakage import normalise
 from pipelines.models import safe_name
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
@@ -362,3 +363,72 @@ def add_folder(folder: Path, settings: Settings, name: str | None = None, replac
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, problems
+
+
+def add_uploads(files: list[tuple[str, bytes]], settings: Settings, name: str) -> tuple[Path, list[str], list[str]]:
+    """Put uploaded documents (file name, bytes) into the user corpus `name`, creating it if new.
+
+    Each file gets the checks a corpus folder gets — a safe name of a supported type, the size
+    limit, readable text — and a file that fails is named with the reason and left out. Bundled
+    corpora are never written to. Returns (corpus folder, doc ids added or replaced, problems).
+    """
+    name = safe_name(name)
+    target = corpora_dir(settings) / name
+    if (BUNDLED_DIR / name / "corpus.toml").is_file():
+        raise CorpusError(f"'{name}' is a bundled corpus and cannot take uploads", "upload into a corpus of your own name")
+    max_bytes = int(settings.max_file_mb * 1e6)
+    added: list[str] = []
+    problems: list[str] = []
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-upload-", dir=_ensure_dir(corpora_dir(settings))))
+    try:
+        ready: list[Path] = []
+        for original, data in files:
+            try:
+                fname = safe_upload_name(original)
+                if len(data) > max_bytes:  # before writing anything: an oversized upload never touches the disk
+                    raise CorpusError(f"{original}: {len(data) / 1e6:.1f} MB is above the limit of {max_bytes / 1e6:g} MB",
+                                      "split the file, or raise RAGFT_MAX_FILE_MB")
+                path = staging / fname
+                path.write_bytes(data)
+                read_document(path, max_bytes)
+            except CorpusError as exc:
+                problems.append(f"{exc.message} — not added" + (f" ({exc.fix})" if exc.fix else ""))
+                continue
+            ready.append(path)
+        if not ready:
+            return target, added, problems
+        (target / "docs").mkdir(parents=True, exist_ok=True)
+        if not (target / "corpus.toml").is_file():
+            _write_toml(target / "corpus.toml", {"name": name, "description": "documents uploaded in the ragft app",
+                                                 "source": "uploads", "license": "as the owner of the documents says"})
+        for path in ready:
+            os.replace(path, target / "docs" / path.name)
+            added.append(_doc_id(Path(path.name)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, added, problems
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def import_squad_upload(file_name: str, data: bytes, settings: Settings, name: str = "squad",
+                        articles: list[str] | None = None, replace: bool = False) -> Path:
+    """`import_squad` for an uploaded file: its bytes, under the size limit, keeping its name as the source."""
+    if Path(file_name.replace("\\", "/")).suffix.lower() != ".json":
+        raise CorpusError(f"{file_name!r} is not a .json file", "upload the SQuAD v1.1 json file")
+    if len(data) > settings.max_file_mb * 1e6:
+        raise CorpusError(f"{file_name}: {len(data) / 1e6:.1f} MB is above the limit of {settings.max_file_mb:g} MB",
+                          "import a subset with --articles from the CLI, or raise RAGFT_MAX_FILE_MB")
+    with tempfile.TemporaryDirectory(prefix="ragft-squad-") as tmp:
+        path = Path(tmp) / (safe_name(Path(file_name.replace("\\", "/")).stem) + ".json")
+        path.write_bytes(data)
+        return import_squad(path, settings, name, articles, replace)
+
+
+def find_question(corpus: Corpus, question: str) -> QA | None:
+    """The eval or train question asked with these words (case, spaces and punctuation aside), if any."""
+    wanted = normalise(question)
+    return next((q for q in [*corpus.eval, *corpus.train] if normalise(q.question) == wanted), None) if wanted else None

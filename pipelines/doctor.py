@@ -71,3 +71,47 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.append(Check("free disk", free_gb >= 2, f"{free_gb:.1f} GB free at {probe}",
                         "" if free_gb >= 2 else "free at least 2 GB or set RAGFT_DATA_DIR elsewhere"))
     return checks
+
+
+def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[str, object]]:
+    """Every base model ragft knows: prepared (weights converted) and served (on the server now)."""
+    served = serving.served_models(server, settings) if server else {}
+    rows: list[dict[str, object]] = []
+    for name in models.known_models():
+        try:
+            spec = models.get_spec(name, settings)
+        except RagftError as exc:
+            rows.append({"model": name, "default": name == settings.model, "description": exc.message,
+                         "prepared": False, "served": False, "served as": "", "fix": exc.fix or ""})
+            continue
+        served_as = models.served_name(spec, settings)
+        prepared = spec.hf_dir is not None or models.weights_ready(models.hf_dir(spec, settings))
+        on_server = served_as in served or f"{served_as}:latest" in served
+        rows.append({"model": name, "default": name == settings.model, "description": spec.description,
+                     "prepared": prepared, "served": on_server, "served as": served_as,
+                     "fix": "" if prepared and on_server else f"`ragft setup --model {name}`"})
+    return rows
+
+
+def corpus_rows(settings: Settings, server: serving.Server | None) -> list[dict[str, object]]:
+    """Every corpus with its documents, questions, index and newest fine-tuned model."""
+    from pipelines import corpus as corpora
+    from pipelines import finetune, rag
+
+    served = serving.served_models(server, settings) if server else {}
+    rows: list[dict[str, object]] = []
+    for name, path in corpora.list_corpora(settings).items():
+        row: dict[str, object] = {"corpus": name, "bundled": path.parent == corpora.BUNDLED_DIR, "path": str(path)}
+        try:
+            c = corpora.load(str(path), settings)
+        except RagftError as exc:
+            rows.append({**row, "problem": exc.message, "fix": exc.fix or ""})
+            continue
+        record = rag.index_record(c, settings)
+        run = finetune.latest_run(c.name, settings)
+        ft_model = str(run["ollama_model"]) if run else None
+        rows.append({**row, "docs": len(c.doc_paths), "eval": len(c.eval), "train": len(c.train), "license": c.license,
+                     "index chunks": int(record["chunks"]) if record else None,
+                     "fine-tuned model": ft_model, "ft served": bool(ft_model) and ft_model in served,
+                     "problem": "; ".join(c.problems[:3]), "fix": ""})
+    return rows

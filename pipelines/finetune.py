@@ -7,7 +7,9 @@ same quantisation, under a name that is never reused: `ragft-<base>-<corpus>-ft[
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -181,6 +183,35 @@ def latest_run(corpus_name: str, settings: Settings) -> dict[str, Any] | None:
     done = [r for r in list_runs(settings) if r.get("corpus") == corpus_name and r.get("base_model") == settings.model
             and r.get("status") == "served" and r.get("quantization") == settings.quantization]
     return done[-1] if done else None
+
+
+def find_run(corpus_name: str, settings: Settings, since: float) -> dict[str, Any] | None:
+    """The newest run of a corpus created at or after `since` (a Unix time): the one a job just started."""
+    found = [r for r in list_runs(settings) if r.get("corpus") == corpus_name
+             and datetime.fromisoformat(str(r["created"])).timestamp() >= since - 2]  # clock granularity: seconds
+    return found[-1] if found else None
+
+
+def training_progress(run_dir: Path) -> dict[str, Any]:
+    """Where a run is, read from what it persists: run.json (status, examples, params) and loss.jsonl.
+
+    The total step count is the training loop's own: ceil(ceil(examples / batch) / grad_accum) × epochs.
+    """
+    record = load_run(run_dir)
+    rows = []
+    with contextlib.suppress(OSError):
+        for line in (run_dir / "loss.jsonl").read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):  # a line being written right now
+                rows.append(json.loads(line))
+    params = record.get("params") or {}
+    total = (record.get("training") or {}).get("total_steps")
+    if total is None and record.get("n_examples") and params:
+        batches = math.ceil(record["n_examples"] / params["batch_size"])
+        total = math.ceil(batches / params["grad_accum"]) * params["epochs"]
+    return {"run_id": record["run_id"], "status": record.get("status"), "step": rows[-1]["step"] if rows else 0,
+            "total_steps": total, "loss": rows[-1]["loss"] if rows else None, "losses": rows,
+            "resumable": (run_dir / "checkpoint" / "state.pt").is_file() and record.get("status") != "served",
+            "ollama_model": record.get("ollama_model")}
 
 
 def unused_model_name(server: serving.Server, settings: Settings, base: str) -> str:

@@ -161,6 +161,7 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
     splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
     embed = embeddings.llama_index_embedding()
     batch_docs = 16
+    _write_progress(settings, report.collection, 0, len(todo), "embedding")
     for start in range(0, len(todo), batch_docs):
         batch = todo[start:start + batch_docs]
         ids, texts, metas = [], [], []
@@ -175,6 +176,7 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
             vectors = embed.get_text_embedding_batch(texts)
             col.upsert(ids=ids, documents=texts, metadatas=metas, embeddings=vectors)
             report.chunks_embedded += len(texts)
+        _write_progress(settings, report.collection, min(start + batch_docs, len(todo)), len(todo), "embedding")
         if progress:
             progress(min(start + batch_docs, len(todo)), len(todo), "embedding")
     report.chunks_total = col.count()
@@ -183,6 +185,7 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
     _bm25.cache_clear()
     report.seconds = time.perf_counter() - started
     _record_build(settings, report)
+    _write_progress(settings, report.collection, len(todo), len(todo), "done")
     return report
 
 
@@ -202,6 +205,37 @@ def _record_build(settings: Settings, report: IndexReport) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
     tmp.replace(path)
+
+
+def _progress_path(settings: Settings, collection: str) -> Path:
+    return settings.chroma_dir / f"{collection}.progress.json"
+
+
+def _write_progress(settings: Settings, collection: str, done: int, total: int, what: str) -> None:
+    """Where a build is (docs embedded of docs to embed), for whoever watches it from another process."""
+    path = _progress_path(settings, collection)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"done": done, "total": total, "what": what, "at": time.time()}), encoding="utf-8")
+    tmp.replace(path)
+
+
+def index_progress(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
+    """The last progress a build of this corpus's index wrote: done, total, what ("embedding" or "done"), at."""
+    path = _progress_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def index_record(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
+    """What the last finished build recorded (chunks, build seconds so far), or None if never built."""
+    path = _build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 def index_build_seconds(corpus: Corpus, settings: Settings) -> float:

@@ -1,0 +1,77 @@
+"""What the front doors show about stored runs: which run a command is answering, how far it is,
+whether a process is answering it right now, and the one-off costs its arms carry.
+
+Read-only: everything comes from the run store, the runner's lock files and the corpus's index
+and fine-tune records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from eval.store import Store
+from pipelines.config import Settings
+from pipelines.corpus import Corpus
+
+
+def matching_run(store: Store, corpus: str, arms: list[str], limit: int | None, seed: int) -> dict[str, Any] | None:
+    """The newest stored run of `ragft eval CORPUS --arms … --limit … --seed …`, if it has started.
+
+    The runner derives the run id from more than these (models, settings); matching on what the
+    command says is enough to follow the run that command is answering.
+    """
+    found = [r for r in store.runs() if r["corpus"] == corpus and r["arms"] == arms
+             and json.loads(r["config"]).get("limit") == limit and json.loads(r["config"]).get("seed") == seed]
+    return found[-1] if found else None
+
+
+def run_progress(store: Store, settings: Settings, run_id: str) -> dict[str, Any]:
+    """Answers stored so far against answers expected, answers scored, and whether it is being answered now."""
+    run = store.run(run_id)
+    expected = int(run["config"].get("n_questions") or 0) * len(run["arms"])
+    answered = len(store.answers(run_id))
+    scored = len({(arm, qid) for arm, qid, _ in store.scored(run_id)})
+    return {"run_id": run_id, "status": run["status"], "answers": answered, "expected": expected, "scored": scored,
+            "active": run_active(settings, run_id)}
+
+
+def lock_path(settings: Settings, run_id: str) -> Path:
+    return settings.data_dir.expanduser() / "locks" / f"{run_id}.lock"  # where eval.runner locks a run it answers
+
+
+def run_active(settings: Settings, run_id: str) -> bool:
+    """Whether a process holds the run's lock now, looked up without taking it.
+
+    Taking the lock, even briefly, could make a runner starting at that moment refuse the run, so
+    Linux's /proc/locks is read instead; elsewhere the pid the runner wrote is checked.
+    """
+    path = lock_path(settings, run_id)
+    try:
+        st = path.stat()
+        holder = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return False
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii")
+    except OSError:
+        table = None
+    if table is not None:
+        return any("FLOCK" in line and key in line.split() for line in table.splitlines())
+    import psutil
+
+    pid = holder.rsplit(" ", 1)[-1]
+    return pid.isdigit() and psutil.pid_exists(int(pid))
+
+
+def one_off_seconds(corpus: Corpus, settings: Settings) -> dict[str, float]:
+    """Compute each arm costs before its first answer: the index build (rag arms), the fine-tune (ft arms)."""
+    from pipelines import finetune, rag
+
+    index_s = rag.index_build_seconds(corpus, settings)
+    run = finetune.latest_run(corpus.name, settings)
+    ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
+    return {"base": 0.0, "rag": index_s, "ft": ft_s, "ft_rag": ft_s + index_s}
