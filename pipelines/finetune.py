@@ -192,17 +192,23 @@ def find_run(corpus_name: str, settings: Settings, since: float) -> dict[str, An
     return found[-1] if found else None
 
 
+def read_losses(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of loss.jsonl so far; a line the training loop is writing right now is skipped."""
+    rows = []
+    with contextlib.suppress(OSError):
+        for line in (run_dir / "loss.jsonl").read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return rows
+
+
 def training_progress(run_dir: Path) -> dict[str, Any]:
     """Where a run is, read from what it persists: run.json (status, examples, params) and loss.jsonl.
 
     The total step count is the training loop's own: ceil(ceil(examples / batch) / grad_accum) × epochs.
     """
     record = load_run(run_dir)
-    rows = []
-    with contextlib.suppress(OSError):
-        for line in (run_dir / "loss.jsonl").read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):  # a line being written right now
-                rows.append(json.loads(line))
+    rows = read_losses(run_dir)
     params = record.get("params") or {}
     total = (record.get("training") or {}).get("total_steps")
     if total is None and record.get("n_examples") and params:
@@ -294,7 +300,7 @@ def loss_chart(run_dir: Path) -> Any:
     import altair as alt
     import pandas as pd
 
-    rows = [json.loads(x) for x in (run_dir / "loss.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    rows = read_losses(run_dir)
     return alt.Chart(pd.DataFrame(rows), title=f"training loss · {run_dir.name}").mark_line(point=True).encode(
         x=alt.X("step:Q", title="optimizer step"), y=alt.Y("loss:Q", title="loss"), tooltip=["step", "epoch", "loss", "lr"])
 

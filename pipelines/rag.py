@@ -9,6 +9,8 @@ incremental: only new or changed docs are embedded, deleted docs are removed.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,12 +92,49 @@ def chroma_client(settings: Settings) -> Any:
         return chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https",
                                    settings=chroma_settings)
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+    _forget_if_changed_elsewhere(settings)
     try:
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except Exception as exc:  # chroma raises its own and sqlite errors on a damaged store
         raise RagftError(f"the index store at {settings.chroma_dir} cannot be opened (damaged?): {exc}",
                          "rebuild it with `ragft index CORPUS --rebuild` (the damaged store is moved aside, "
                          "not deleted)") from exc
+
+
+# Chroma keeps each collection's vector index in memory, once per process and path, and does not see
+# what another process writes: a long-lived process (the app) would keep answering from the index
+# as it was before an `ragft index` job updated it (tested). Every build stamps the store; a process
+# that finds a stamp it did not see drops its cached Chroma system, and the next client reads the disk.
+_seen_stamps: dict[str, str] = {}
+_stamp_lock = threading.Lock()
+
+
+def _stamp_path(settings: Settings) -> Path:
+    return settings.chroma_dir / "ragft-stamp"
+
+
+def _stamp(settings: Settings) -> None:
+    path = _stamp_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()} {time.time_ns()}", encoding="ascii")
+    tmp.replace(path)
+    with _stamp_lock:
+        _seen_stamps[str(settings.chroma_dir)] = path.read_text(encoding="ascii")  # this process's copy is current
+
+
+def _forget_if_changed_elsewhere(settings: Settings) -> None:
+    try:
+        stamp = _stamp_path(settings).read_text(encoding="ascii")
+    except OSError:
+        stamp = ""
+    key = str(settings.chroma_dir)
+    with _stamp_lock:
+        if key in _seen_stamps and _seen_stamps[key] != stamp:
+            from chromadb.api.client import SharedSystemClient
+
+            SharedSystemClient.clear_system_cache()
+            _bm25.cache_clear()
+        _seen_stamps[key] = stamp
 
 
 def move_store_aside(settings: Settings) -> Path | None:
@@ -185,6 +224,7 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
     _bm25.cache_clear()
     report.seconds = time.perf_counter() - started
     _record_build(settings, report)
+    _stamp(settings)
     _write_progress(settings, report.collection, len(todo), len(todo), "done")
     return report
 

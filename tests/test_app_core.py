@@ -158,3 +158,26 @@ def test_index_build_leaves_progress_for_watchers(tmp_path: Path, settings: Sett
     done = rag.index_progress(c, settings)
     assert done is not None and (done["done"], done["total"], done["what"]) == (3, 3, "done")
     assert rag.index_record(c, settings)["chunks"] == 3  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_a_long_lived_process_sees_an_index_updated_by_another(tmp_path: Path, settings: Settings) -> None:
+    """The app answers from its own process while `ragft index` jobs update the store from another one."""
+    import subprocess
+    import sys
+
+    c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
+    rag.build_index(c, settings)
+    hits, _ = rag.retrieve(c, "Who is the harbour master?", settings, k=1, mode="dense")
+    assert "Ida Brandt" in hits[0].text  # this process now holds Chroma's in-memory index
+
+    (c.root / "docs" / "ferry.txt").write_text("The Kelmouth ferry to Osterby leaves at 7:15 from quay four.")
+    code = ("from pipelines import corpus, rag; from pipelines.config import Settings; "
+            f"s = Settings(data_dir={str(settings.data_dir)!r}, cache_dir={str(settings.cache_dir)!r}); "
+            f"print(rag.build_index(corpus.load({str(c.root)!r}, s), s).added)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert "['ferry']" in out.stdout
+    hits, _ = rag.retrieve(corpora.load(str(c.root), settings), "When does the ferry to Osterby leave?", settings, k=1,
+                           mode="dense")
+    assert hits[0].doc_id == "ferry", [h.id for h in hits]
