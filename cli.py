@@ -353,13 +353,15 @@ def runs_cmd(data_dir: DataDirOpt = None) -> None:
     """List stored evaluation runs."""
     from datetime import datetime
 
+    from eval.runner import run_status
     from eval.store import Store
 
     table = Table(title="evaluation runs")
     for col in ("run id", "corpus", "arms", "answers", "status", "created"):
         table.add_column(col)
-    for r in Store(_settings(None, data_dir).runs_db).runs():
-        table.add_row(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), r["status"],
+    settings = _settings(None, data_dir)
+    for r in Store(settings.runs_db).runs():
+        table.add_row(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), run_status(settings, r),
                       datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from eval.report import summarise, write_outputs
-from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for
+from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for, run_status
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines import models, rag, serving
@@ -127,6 +127,7 @@ def test_cli_killed_mid_evaluation_resumes_to_the_uninterrupted_result(fault_env
     store = Store(s.runs_db)
     before = {(a["arm"], a["qid"]): (a["text"], a["created"]) for a in store.answers(run_id)}
     assert 3 <= len(before) < 8, "the kill came too late to test anything"
+    assert run_status(s, store.run(run_id)).startswith("interrupted")  # not "running": nobody holds it
 
     resumed = subprocess.run(cmd, env=_env(s), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -271,6 +272,7 @@ def test_two_evaluations_at_once_do_not_corrupt_each_other(fault_env: Settings, 
     run_id = run_id_for(c, EvalConfig(["base"], 5, 21), s, {})
     holder = _RunLock(s.data_dir / "locks" / f"{run_id}.lock")
     try:
+        assert run_status(s, store.run(run_id)) == "done"  # finished runs stay finished
         second = subprocess.run(cmds[21], env=_env(s), capture_output=True, text=True)
     finally:
         holder.release()
