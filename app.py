@@ -1,44 +1,38 @@
-"""ragft in the browser (Streamlit). UI only: everything goes through pipelines/ and eval/.
+"""ragft in the browser (Streamlit). UI only: every page goes through pipelines/ and eval/, as the CLI does.
 
-Run: `streamlit run app.py --server.address 127.0.0.1`
+Run: `streamlit run app.py --server.address 127.0.0.1` (or `make run`).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from pipelines import doctor, serving
-from pipelines.arms import ARM_NAMES, get_arm
-from pipelines.config import load_settings
-from pipelines.errors import RagftError
+from ui import common
 
-st.set_page_config(page_title="ragft", layout="wide")
-st.title("ragft — RAG, fine-tune, or both?")
+st.set_page_config(page_title="ragft", page_icon="⚖️", layout="wide")
 
+pages = [
+    st.Page(common.PAGES["status"], title="Status", icon="🩺", default=True),
+    st.Page(common.PAGES["corpus"], title="Corpus", icon="📚"),
+    st.Page(common.PAGES["finetune"], title="Fine-tune", icon="🎛️"),
+    st.Page(common.PAGES["compare"], title="Compare", icon="🆚"),
+    st.Page(common.PAGES["evaluate"], title="Evaluate", icon="🧪"),
+    st.Page(common.PAGES["report"], title="Report", icon="📊"),
+    st.Page(common.PAGES["history"], title="History", icon="🗂️"),
+]
+page = st.navigation(pages)
 
-@st.cache_resource
-def _settings():
-    return load_settings()
+settings = common.settings()
+with st.sidebar:
+    st.markdown("**ragft** — RAG, fine-tune, or both?")
+    names = common.corpus_names(settings)
+    # A page that created a corpus asks for it here: a widget's value cannot change once it is drawn.
+    if (wanted := st.session_state.pop(common.NEXT_CORPUS_KEY, None)) in names:
+        st.session_state[common.CORPUS_KEY] = wanted
+    if names:
+        if st.session_state.get(common.CORPUS_KEY) not in names:
+            st.session_state[common.CORPUS_KEY] = common.corpus_name(settings)
+        st.selectbox("Corpus", names, key=common.CORPUS_KEY, help="Used by the Corpus, Fine-tune, Compare and Evaluate pages.")
+    st.caption(f"data: `{settings.data_dir}`")
 
-
-settings = _settings()
-with st.expander("Status", expanded=True):
-    checks = doctor.run_checks(settings)
-    st.table([{"check": c.name, "ok": "✅" if c.ok else "❌", "detail": c.detail, "fix": c.fix} for c in checks])
-
-server = serving.running_server(settings)
-if server is None:
-    st.info("Ollama is not running. Fix: run `ragft setup` (or `make run`), then reload.")
-    st.stop()
-
-arm_name = st.selectbox("Arm", ARM_NAMES, index=0, key="ask_arm")
-question = st.text_input("Question", key="ask_question")
-if question:
-    try:
-        answer = get_arm(arm_name, settings, server).answer(question)
-    except RagftError as exc:
-        st.error(f"{exc.message}" + (f"\n\nFix: {exc.fix}" if exc.fix else ""))
-        st.stop()
-    st.write(answer.text)
-    g = answer.generation
-    st.caption(f"{g.total_ms:.0f} ms · first token {g.ttft_ms:.0f} ms · {g.output_tokens} tokens · {g.tokens_per_s:.1f} tok/s")
+page.run()

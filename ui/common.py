@@ -1,0 +1,154 @@
+"""What every page shares: cached settings, the chosen corpus, gates, errors, and the job panel.
+
+UI only. Everything a page does goes through pipelines/ and eval/, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from eval.store import Store
+from pipelines import corpus as corpora
+from pipelines import jobs, serving
+from pipelines.config import Settings, load_settings
+from pipelines.corpus import Corpus
+from pipelines.errors import RagftError
+
+CORPUS_KEY = "app_corpus"  # the sidebar's corpus picker (app.py); pages read it
+NEXT_CORPUS_KEY = "app_corpus_next"  # a page that creates a corpus asks the picker to switch to it
+DEFAULT_CORPUS = "port-vellmar"
+PAGES = {"status": "ui/pages/status.py", "corpus": "ui/pages/corpus.py", "finetune": "ui/pages/finetune.py",
+         "compare": "ui/pages/compare.py", "evaluate": "ui/pages/evaluate.py", "report": "ui/pages/report.py",
+         "history": "ui/pages/history.py"}
+
+
+@st.cache_resource(show_spinner=False)
+def _settings(env: tuple[tuple[str, str], ...], cwd: str) -> Settings:
+    return load_settings()
+
+
+def settings() -> Settings:
+    """One settings object per environment (RAGFT_*, OLLAMA_HOST, working dir): a changed one is a new object."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("RAGFT_") or k == "OLLAMA_HOST"))
+    try:
+        return _settings(env, os.getcwd())
+    except RagftError as exc:
+        show_error(exc)
+        st.stop()
+        raise  # st.stop() does not return; this keeps type checkers sure of it
+
+
+def link(page: str, label: str, icon: str | None = None) -> None:
+    """A link to another page (plain text when this page runs on its own, outside the app's navigation)."""
+    try:
+        st.page_link(PAGES[page], label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        st.markdown(f"{icon or ''} {label} (the **{page.capitalize()}** page)")
+
+
+def show_error(exc: RagftError) -> None:
+    st.error(exc.message + (f"\n\n**Fix:** {exc.fix}" if exc.fix else ""))
+
+
+def require_server(s: Settings) -> serving.Server:
+    server = serving.running_server(s)
+    if server is None:
+        st.info("Ollama is not running. **Fix:** start it on the **Status** page (it runs `ragft setup`), "
+                "or run `ragft setup` in a terminal, then reload.")
+        link("status", "Go to Status")
+        st.stop()
+    return server  # type: ignore[return-value]
+
+
+def corpus_names(s: Settings) -> list[str]:
+    return list(corpora.list_corpora(s))
+
+
+def corpus_name(s: Settings) -> str | None:
+    """The corpus picked in the sidebar; the demo corpus (or the first one) when a page runs on its own."""
+    names = corpus_names(s)
+    chosen = st.session_state.get(CORPUS_KEY)
+    if chosen in names:
+        return str(chosen)
+    return DEFAULT_CORPUS if DEFAULT_CORPUS in names else (names[0] if names else None)
+
+
+def require_corpus(s: Settings) -> Corpus:
+    name = corpus_name(s)
+    if name is None:
+        st.info("No corpus yet. **Fix:** add documents or import a SQuAD file on the **Corpus** page.")
+        st.stop()
+    try:
+        return corpora.load(str(name), s)
+    except RagftError as exc:
+        show_error(exc)
+        st.stop()
+        raise
+
+
+@contextlib.contextmanager
+def open_store(s: Settings) -> Iterator[Store]:
+    """The run store, closed after use (SQLite connections are cheap; one shared across sessions is not safe)."""
+    try:
+        store = Store(s.runs_db)
+    except RagftError as exc:
+        show_error(exc)
+        st.stop()
+        raise
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+Progress = Callable[[jobs.Job], tuple[float | None, str]]  # job → (fraction done or None, what)
+
+
+def start_job(s: Settings, kind: str, args: list[str], meta: dict | None = None) -> None:
+    """Start (or find running) `ragft <kind> <args>`, then redraw the page so that its panel shows."""
+    try:
+        jobs.start(s, kind, args, meta=meta)
+    except RagftError as exc:
+        show_error(exc)
+        return
+    st.rerun()
+
+
+def job_panel(s: Settings, job: jobs.Job | None, key: str, progress: Progress | None = None) -> None:
+    """A job's status, progress and log, refreshed every 2 s while it runs, with a Cancel button."""
+    if job is None:
+        return
+
+    @st.fragment(run_every=2.0 if job.running else None)
+    def panel() -> None:
+        current = jobs.get(s, job.id)
+        with st.container(border=True):
+            st.markdown(f"**Job {current.id}** `{current.command}` — **{current.status}** · started "
+                        f"{when(current.started)}" + (f" · finished {when(current.finished)}" if current.finished else "")
+                        + (f" · exit code {current.exit_code}" if current.exit_code not in (None, 0) else ""))
+            if progress is not None:
+                fraction, what = progress(current)
+                if fraction is not None:
+                    st.progress(min(max(fraction, 0.0), 1.0), text=what)
+                elif what:
+                    st.caption(what)
+            with st.expander("log", expanded=current.status == jobs.FAILED):
+                st.code(current.log_tail(30) or "(nothing yet)", language=None)
+            if current.running and st.button("Cancel", key=f"{key}_cancel_{current.id}"):
+                with st.spinner("stopping…"):
+                    jobs.cancel(s, current.id)
+                st.rerun()
+        if job.running and not current.running:
+            st.rerun()  # the whole page: it may now show what the job produced
+
+    panel()

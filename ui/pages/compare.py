@@ -1,0 +1,97 @@
+"""Compare: one question, the four arms' answers side by side, streamed as they are generated,
+with their timings, the passages the rag arms read, and scores when the reference is known."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import streamlit as st
+
+from eval.metrics import answer_scores
+from pipelines import corpus as corpora
+from pipelines.arms import ARM_NAMES, get_arm
+from pipelines.errors import RagftError
+from ui import common
+
+st.title("Compare the four arms")
+s = common.settings()
+c = common.require_corpus(s)
+server = common.require_server(s)
+
+mode = st.radio("Question", ["Pick one from the eval set", "Type a question"], horizontal=True, key="cmp_mode",
+                disabled=not c.eval, index=0 if c.eval else 1)
+if mode == "Pick one from the eval set" and c.eval:
+    by_id = {q.id: q for q in c.eval}
+    picked = st.selectbox("Eval question", list(by_id), format_func=lambda i: f"{i} · {by_id[i].question}", key="cmp_pick")
+    question = by_id[picked].question if picked else ""
+else:
+    question = st.text_input("Your question", key="cmp_question", placeholder="e.g. How much does a seasonal mooring "
+                             "permit cost?")
+ask = st.button("Ask the four arms", key="cmp_ask", type="primary", disabled=not question.strip())
+
+
+def show_result(res: dict) -> None:
+    """One arm's finished answer: text, timings, scores against the reference, passages."""
+    if "error" in res:
+        st.info(f"{res['error']}" + (f"\n\n**Fix:** {res['fix']}" if res.get("fix") else ""))
+        return
+    st.markdown(res["text"] or "_(empty answer)_")
+    g = res["generation"]
+    m = st.columns(3)
+    m[0].metric("latency", f"{g['total_ms'] + res['retrieval_ms']:.0f} ms")
+    m[1].metric("first token", f"{g['ttft_ms']:.0f} ms")
+    m[2].metric("tokens/s", f"{g['output_tokens'] / (g['eval_ms'] / 1000):.0f}" if g["eval_ms"] else "-")
+    st.caption(f"model `{res['model']}` · {g['output_tokens']} tokens"
+               + (f" · retrieval {res['retrieval_ms']:.0f} ms" if res["passages"] else ""))
+    if res.get("scores"):
+        sc = res["scores"]
+        verdict = "✅ contains the reference" if sc["contains"] else "❌ does not contain the reference"
+        st.markdown(f"{verdict} · exact match {sc['exact_match']:.0f} · token F1 {sc['token_f1']:.2f}")
+    if res["passages"]:
+        with st.expander(f"{len(res['passages'])} retrieved passages"):
+            for i, p in enumerate(res["passages"], 1):
+                st.markdown(f"**[{i}] {p['source']}** · `{p['id']}` · score {p['score']:.3f}")
+                st.caption(p["text"])
+
+
+if ask:
+    qa = corpora.find_question(c, question)  # a typed question may still be one whose answer is known
+    results: dict[str, dict] = {}
+    st.session_state["cmp_last"] = {"question": question, "reference": qa.answers if qa else None,
+                                    "sources": qa.source_ids if qa else None, "results": results}
+
+last = st.session_state.get("cmp_last")
+if not last:
+    st.stop()
+st.markdown(f"**Q:** {last['question']}")
+if last["reference"]:
+    st.markdown(f"**Reference answer:** {' | '.join(last['reference'])} · sources: {', '.join(last['sources'])}")
+else:
+    st.caption("No reference answer known for this question: no scores.")
+columns = st.columns(4)
+for name, col in zip(ARM_NAMES, columns, strict=True):
+    with col:
+        st.subheader(name)
+        if name in last["results"]:
+            show_result(last["results"][name])
+            continue
+        # Arms answer one after another: they share one Ollama server, and timings stay their own.
+        try:
+            arm = get_arm(name, s, server, c)
+            box = st.empty()
+            streamed: list[str] = []
+
+            def on_token(token: str, box=box, streamed=streamed) -> None:
+                streamed.append(token)
+                box.markdown("".join(streamed) + " ▌")
+
+            with st.spinner("retrieving…" if name in ("rag", "ft_rag") else "thinking…"):
+                answer = arm.answer(last["question"], on_token=on_token)
+            box.empty()
+            res = {"text": answer.text, "model": answer.model, "generation": asdict(answer.generation),
+                   "retrieval_ms": answer.retrieval_ms, "passages": [asdict(p) for p in answer.passages],
+                   "scores": answer_scores(answer.text, last["reference"]) if last["reference"] else None}
+        except RagftError as exc:  # e.g. no fine-tuned model, no index: the arm says how to get it
+            res = {"error": exc.message, "fix": exc.fix}
+        last["results"][name] = res
+        show_result(res)

@@ -1,0 +1,80 @@
+"""Evaluate: a batch run (`ragft eval …`) as a background job, its progress read from the run store;
+cancel, and resume by running the same command again (the runner continues where it stopped)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from eval import history
+from pipelines import finetune, jobs, rag
+from pipelines.arms import ARM_NAMES
+from ui import common
+
+st.title("Evaluate")
+s = common.settings()
+c = common.require_corpus(s)
+if not c.eval:
+    st.info(f"Corpus **{c.name}** has no eval questions (qa/eval.jsonl), so there is nothing to score. **Fix:** add "
+            "held-out questions, or import a SQuAD file on the **Corpus** page.")
+    st.stop()
+common.require_server(s)
+
+arms = st.multiselect("Arms", list(ARM_NAMES), default=list(ARM_NAMES), key="eval_arms")
+cols = st.columns(3)
+limit = cols[0].number_input(f"Questions (0 = all {len(c.eval)})", 0, len(c.eval), min(20, len(c.eval)), key="eval_limit",
+                             help="A seeded sample of this many eval questions.")
+seed = cols[1].number_input("Seed", 0, 2**31 - 1, 42, key="eval_seed", help="Seed of the sample and of the bootstrap.")
+judge = cols[2].text_input("LLM judge (optional)", key="eval_judge", placeholder="e.g. smollm2-135m",
+                           help="A ragft model or a model on the Ollama server (or, with RAGFT_JUDGE_BASE_URL, of that "
+                                "endpoint): adds the ragas judge metrics.").strip()
+
+missing = []
+if {"ft", "ft_rag"} & set(arms) and finetune.latest_run(c.name, s) is None:
+    missing.append(f"the ft arms need a fine-tuned model of {c.name}. **Fix:** fine-tune it on the **Fine-tune** page, "
+                   "or leave ft and ft_rag out.")
+if {"rag", "ft_rag"} & set(arms) and rag.index_record(c, s) is None:
+    missing.append(f"the rag arms need the index of {c.name}. **Fix:** build it on the **Corpus** page, or leave rag and "
+                   "ft_rag out.")
+for m in missing:
+    st.info(m)
+
+job = jobs.latest(s, "eval", subject=c.name)
+running = bool(job and job.running)
+args = [c.name, "--arms", ",".join(arms), "--seed", str(seed), "--out", str(s.data_dir / "reports" / c.name)]
+args += (["--limit", str(limit)] if limit else []) + (["--judge", judge] if judge else [])
+meta = {"arms": arms, "limit": int(limit) or None, "seed": int(seed)}
+if st.button("Start the evaluation", key="eval_start", type="primary", disabled=running or not arms or bool(missing),
+             help="Runs `ragft eval` in the background; re-running the same settings resumes instead of repeating."):
+    common.start_job(s, "eval", args, meta)
+st.caption(f"`ragft eval {' '.join(args)}`")
+
+
+def run_of(j: jobs.Job) -> dict | None:
+    if not j.meta:
+        return None
+    with common.open_store(s) as store:
+        return history.matching_run(store, c.name, j.meta["arms"], j.meta["limit"], j.meta["seed"])
+
+
+def eval_progress(j: jobs.Job) -> tuple[float | None, str]:
+    run = run_of(j)
+    if run is None:
+        return None, "starting: server, models, arms…"
+    with common.open_store(s) as store:
+        p = history.run_progress(store, s, run["run_id"])
+    if p["answers"] < p["expected"]:
+        return p["answers"] / p["expected"], f"run {p['run_id']}: {p['answers']} of {p['expected']} answers stored"
+    if p["status"] != "done":
+        return p["scored"] / max(1, p["answers"]), f"run {p['run_id']}: scoring, {p['scored']} of {p['answers']} answers scored"
+    return 1.0, f"run {p['run_id']}: done"
+
+
+common.job_panel(s, job, key="eval_job", progress=eval_progress)
+if job is not None and not job.running:
+    run = run_of(job)
+    if job.status != jobs.DONE and st.button("Resume (run the same command again)", key="eval_resume",
+                                             help="Answers already stored are kept; only the rest are answered."):
+        common.start_job(s, "eval", job.args, job.meta)
+    if run is not None and run["status"] == "done":
+        st.session_state["report_run"] = run["run_id"]
+        common.link("report", f"Open the report of run {run['run_id']}", "📊")

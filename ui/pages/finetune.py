@@ -1,0 +1,137 @@
+"""Fine-tune: recipe and LoRA parameters, the leakage report before starting, then a background job
+with a live loss chart; cancel, and resume from the last checkpoint."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pipelines import corpus as corpora
+from pipelines import finetune, jobs, serving
+from pipelines.config import Settings
+from pipelines.errors import RagftError
+from pipelines.train import LoraParams
+from ui import common
+
+st.title("Fine-tune")
+s = common.settings()
+c = common.require_corpus(s)
+server = serving.running_server(s)  # training ends with `ollama create`: the job would fail late without it
+recipes_known = finetune.available_recipes(c)
+
+
+@st.cache_data(show_spinner="Checking the training data against the eval questions…")
+def _leakage(_s: Settings, data_dir: str, corpus_root: str, recipes: tuple[str, ...], qa_mtime: float) -> dict:
+    # The guard the training job runs before it starts (synthetic pairs exist only once a teacher writes them).
+    corpus = corpora.load(corpus_root, _s)
+    items = finetune.build_items(corpus, [r for r in recipes if r != "synthetic"], _s)
+    return finetune.check_leakage(corpus, items).as_dict()
+
+
+st.caption(f"corpus **{c.name}** · {len(c.train)} training questions · {len(c.eval)} eval questions held out")
+job = jobs.latest(s, "finetune", subject=c.name)
+running = bool(job and job.running)
+
+recipes = st.multiselect("Recipes", recipes_known, default=recipes_known[:1], key="ft_recipes",
+                         help="; ".join(f"{k}: {v}" for k, v in finetune.RECIPES.items()))
+with st.expander("LoRA and training parameters", expanded=False):
+    cols = st.columns(4)
+    epochs = cols[0].number_input("epochs", 1, 50, 5, key="ft_epochs")
+    lr = cols[1].number_input("learning rate", 1e-6, 0.5, 1e-3, step=1e-4, format="%.0e", key="ft_lr")
+    batch_size = cols[2].number_input("batch size", 1, 64, 8, key="ft_batch")
+    max_length = cols[3].number_input("max tokens per example", 32, 2048, 256, key="ft_maxlen")
+    cols = st.columns(4)
+    r = cols[0].number_input("LoRA rank r", 1, 256, 32, key="ft_r")
+    alpha = cols[1].number_input("LoRA alpha", 1, 512, 64, key="ft_alpha")
+    dropout = cols[2].number_input("LoRA dropout", 0.0, 0.9, 0.05, key="ft_dropout")
+    checkpoint_every = cols[3].number_input("checkpoint every (steps)", 1, 1000, 20, key="ft_ckpt")
+allow_leakage = st.checkbox("Train even if eval questions appear verbatim (the run records it)", key="ft_allow")
+
+if not recipes:
+    st.info("Choose at least one recipe.")
+    st.stop()
+
+st.subheader("Leakage report")
+qa_mtime = max((p.stat().st_mtime for p in (c.root / "qa").glob("*.jsonl")), default=0.0)  # edited QA → checked again
+try:
+    report = _leakage(s, str(s.data_dir), str(c.root), tuple(recipes), qa_mtime)
+except RagftError as exc:
+    common.show_error(exc)
+    st.stop()
+counts = report["counts"]
+cols = st.columns(4)
+cols[0].metric("verbatim", counts["verbatim"], help="the same eval question (or it with its answer) in training: refused")
+cols[1].metric("near-verbatim", counts["near_verbatim"], help="word 5-gram Jaccard ≥ 0.5 with a training question: warned")
+cols[2].metric("paraphrase coverage", counts["paraphrase"], help="the same fact asked in other words (MiniLM cosine ≥ 0.75)")
+cols[3].metric("not covered", counts["unrelated"])
+if "synthetic" in recipes:
+    st.caption("The synthetic recipe's pairs are written by the teacher during the job; the job checks them too.")
+for kind in ("verbatim", "near_verbatim", "paraphrase"):
+    if report[kind]:
+        with st.expander(f"{kind.replace('_', '-')} examples ({len(report[kind])})"):
+            st.dataframe(report[kind], hide_index=True, width="stretch")
+blocked = counts["verbatim"] > 0 and not allow_leakage
+if blocked:
+    st.warning("Eval questions appear verbatim in the training data: training would be refused. Remove them, or tick "
+               "'Train even if…' above (the run and every report will say so).")
+
+if server is None:
+    st.info("Ollama is not running, and a fine-tune ends by serving its model there. **Fix:** start it on the **Status** "
+            "page (it runs `ragft setup`), or run `ragft setup`, then reload.")
+params = LoraParams(r=int(r), alpha=int(alpha), dropout=float(dropout), epochs=int(epochs), lr=float(lr),
+                    max_length=int(max_length), batch_size=int(batch_size), checkpoint_every=int(checkpoint_every))
+if st.button(f"Start fine-tuning {c.name}", key="ft_start", type="primary",
+             disabled=running or blocked or server is None):
+    try:
+        params.validate()
+    except RagftError as exc:
+        common.show_error(exc)
+    else:
+        args = [c.name, "--recipe", ",".join(recipes), "--epochs", str(params.epochs), "--lr", str(params.lr),
+                "--r", str(params.r), "--alpha", str(params.alpha), "--dropout", str(params.dropout),
+                "--batch-size", str(params.batch_size), "--max-length", str(params.max_length),
+                "--checkpoint-every", str(params.checkpoint_every)] + (["--allow-leakage"] if allow_leakage else [])
+        common.start_job(s, "finetune", args)
+
+
+def _run_of(j: jobs.Job) -> dict | None:
+    resume = j.args[j.args.index("--resume") + 1] if "--resume" in j.args else None
+    return {"run_id": resume} if resume else finetune.find_run(c.name, s, j.started)
+
+
+def training_progress(j: jobs.Job) -> tuple[float | None, str]:
+    run = _run_of(j)
+    if run is None:
+        return None, "preparing: base weights, training data, leakage guard…"
+    p = finetune.training_progress(finetune.runs_dir(s) / run["run_id"])
+    if p["step"] and p["total_steps"]:
+        loss = f" · loss {p['loss']:.3f}" if p["loss"] is not None else ""
+        return p["step"] / p["total_steps"], f"run {p['run_id']} · {p['status']} · step {p['step']} of {p['total_steps']}{loss}"
+    return None, f"run {p['run_id']} · {p['status']}"
+
+
+common.job_panel(s, job, key="ft_job", progress=training_progress)
+if job is not None and (run := _run_of(job)):
+    loss_file = finetune.runs_dir(s) / run["run_id"] / "loss.jsonl"
+    if loss_file.is_file() and loss_file.stat().st_size:
+
+        @st.fragment(run_every=3.0 if running else None)
+        def loss_chart() -> None:
+            st.altair_chart(finetune.loss_chart(loss_file.parent), width="stretch")
+
+        loss_chart()
+
+st.subheader(f"Runs of {c.name}")
+runs = [r for r in finetune.list_runs(s) if r.get("corpus") == c.name]
+if not runs:
+    st.caption("none yet")
+for rec in reversed(runs):
+    p = finetune.training_progress(finetune.runs_dir(s) / rec["run_id"])
+    lk = rec.get("leakage") or {}
+    line = (f"`{rec['run_id']}` · **{rec.get('status')}** · {','.join(rec.get('recipes', []))} · step {p['step']}"
+            f"/{p['total_steps'] or '?'} · leakage {lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/"
+            f"{lk.get('paraphrase', '-')} · model {rec.get('ollama_model', '-')}")
+    cols = st.columns([5, 1])
+    cols[0].markdown(line)
+    if p["resumable"] and not running and cols[1].button("Resume", key=f"ft_resume_{rec['run_id']}",
+                                                         help="continue from its last checkpoint"):
+        common.start_job(s, "finetune", [c.name, "--resume", rec["run_id"]])

@@ -1,0 +1,130 @@
+"""Report: one stored run — recommendation with its reasons, quality with CIs, latency and cost,
+break-even, every question; the same numbers and files as `ragft report`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import streamlit as st
+
+from eval import history
+from eval.recommend import Needs
+from eval.report import chart_specs, fmt_estimate, question_rows, summarise, write_outputs
+from eval.store import Store
+from pipelines import corpus as corpora
+from pipelines.config import Settings
+from pipelines.errors import RagftError
+from ui import common
+
+st.title("Report")
+s = common.settings()
+with common.open_store(s) as store:
+    runs = {r["run_id"]: r for r in reversed(store.runs())}  # newest first
+if not runs:
+    st.info("No evaluation run yet. **Fix:** start one on the **Evaluate** page (or `ragft eval CORPUS`).")
+    common.link("evaluate", "Go to Evaluate", "🧪")
+    st.stop()
+
+if st.session_state.get("report_run") not in runs:  # e.g. the Evaluate page names the run it just finished
+    st.session_state["report_run"] = next((i for i, r in runs.items() if r["status"] == "done"), next(iter(runs)))
+run_id = st.selectbox("Run", list(runs), key="report_run", format_func=lambda i: (
+    f"{i} · {runs[i]['corpus']} · {','.join(runs[i]['arms'])} · {runs[i]['n_answers']} answers · {runs[i]['status']}"
+    f" · {common.when(runs[i]['created'])}"))
+run = runs[run_id]
+
+with st.expander("Price and needs (change the costs and the recommendation)"):
+    cols = st.columns(3)
+    price = cols[0].number_input("price per machine-hour", 0.0, 100.0, 0.10, step=0.01, key="report_price")
+    budget = cols[1].number_input("p95 latency budget, ms (0 = none)", 0, 600_000, 0, key="report_budget")
+    cols = st.columns(3)
+    needs = Needs(cols[0].checkbox("documents change often", key="report_docs_change"),
+                  cols[1].checkbox("answers must cite sources", key="report_citations"),
+                  float(budget) or None, cols[2].checkbox("must run offline / at the edge", key="report_offline"))
+
+
+@st.cache_data(show_spinner="Computing the statistics…", max_entries=16)
+def _report(_s: Settings, data_dir: str, run_id: str, n_answers: int, n_scores: int, price: float,
+            needs: tuple) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    # Keyed on the answer and score counts: a run still being answered is recomputed as it grows.
+    with contextlib.closing(Store(_s.runs_db)) as store:
+        try:
+            one_off = history.one_off_seconds(corpora.load(store.run(run_id)["corpus"], _s), _s)
+        except RagftError:  # the corpus is gone: no one-off costs to add
+            one_off = {}
+        return summarise(store, run_id, price, Needs(*needs), one_off), store.answers(run_id), store.scores(run_id)
+
+
+@st.cache_data(show_spinner="Writing report.html, answers.csv, scores.csv, summary.json…", max_entries=8)
+def _files(_s: Settings, data_dir: str, run_id: str, n_answers: int, n_scores: int, price: float,
+           needs: tuple) -> dict[str, bytes]:
+    summary = _report(_s, data_dir, run_id, n_answers, n_scores, price, needs)[0]
+    with contextlib.closing(Store(_s.runs_db)) as store:
+        paths = write_outputs(store, run_id, summary, _s.data_dir.expanduser() / "reports" / run_id)
+    return {name: path.read_bytes() for name, path in paths.items()}
+
+
+with common.open_store(s) as store:
+    answers_by_arm = {a: len(store.answered(run_id, a)) for a in run["arms"]}
+    n_scores = len(store.scores(run_id))
+if not all(answers_by_arm.values()):
+    st.info(f"Run {run_id} has no answers yet for: {', '.join(a for a, n in answers_by_arm.items() if not n)}. "
+            "**Fix:** let the evaluation go on (or resume it) on the **Evaluate** page.")
+    st.stop()
+key = (s, str(s.data_dir), run_id, run["n_answers"], n_scores, float(price), tuple(vars(needs).values()))
+summary, answers, scores = _report(*key)
+arms = summary["arms"]
+
+st.caption(f"corpus **{summary['corpus']}** · {summary['n_questions']} questions answered by every arm · arms "
+           f"{', '.join(arms)} · status {summary['status']} · model {summary['config'].get('model')} "
+           f"({summary['config'].get('quantization')})")
+rec = summary["recommendation"]
+box = st.warning if rec["choice"] == "neither" else st.success
+box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {r}" for r in rec["reasons"]))
+if rec["flips"]:
+    st.markdown("**What would change it:**\n" + "\n".join(f"- {f}" for f in rec["flips"]))
+st.caption(summary["leakage_statement"])
+
+charts = chart_specs(summary, answers)
+st.subheader("Quality per arm (mean with bootstrap 95% CI)")
+st.altair_chart(charts["quality"])
+st.dataframe([{"metric": m, **{a: (fmt_estimate(per[a]) + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else ""))
+                               if a in per else "–" for a in arms}} for m, per in summary["metrics"].items()],
+             hide_index=True, width="stretch")
+with st.expander("Paired comparisons"):
+    st.dataframe([{"difference": f"{p['b']} − {p['a']}", "metric": p["metric"], "mean": round(p["diff"], 3),
+                   "95% CI": f"[{p['lo']:+.3f}, {p['hi']:+.3f}]", "p (bootstrap)": round(p["p_bootstrap"], 3),
+                   "p (McNemar)": p["p_mcnemar"], "wins/losses/ties": f"{p['wins']}/{p['losses']}/{p['ties']}",
+                   "significant": p["significant"]} for p in summary["paired"]], hide_index=True, width="stretch")
+
+st.subheader("Latency and cost")
+cols = st.columns(2)
+cols[0].altair_chart(charts["latency"])
+cols[1].altair_chart(charts["cost"])
+st.dataframe([{"arm": a, "p50 ms": round(v["p50_ms"]), "p95 ms": round(v["p95_ms"]), "TTFT p50 ms": round(v["ttft_p50_ms"]),
+               "tokens/s": round(v["tokens_per_s"], 1), "answers/min": round(v["answers_per_min"] or 0, 1),
+               "cost / 1k answers": round(summary["costs"][a]["per_1k_answers"], 4),
+               "one-off cost": round(summary["costs"][a]["one_off"], 4)} for a, v in summary["latency"].items()],
+             hide_index=True, width="stretch")
+st.markdown("**Break-even** (answers after which the arm with the larger one-off cost has paid it back)")
+st.dataframe([{"arms": f"{b['a']} vs {b['b']}", "answers": f"{b['answers']:,.0f}" if b["answers"] else "never"}
+              for b in summary["break_even"]], hide_index=True)
+if summary["error_attribution"]:
+    st.markdown("**Errors of the rag arms**")
+    st.dataframe([{"arm": a, **c} for a, c in summary["error_attribution"].items()], hide_index=True)
+for ev in summary.get("events") or []:
+    st.caption(f"{common.when(ev['at'])} · {ev['kind']}: {ev['detail']}")
+if summary.get("judge"):
+    st.caption(f"judge: {summary['judge']['model']} at {summary['judge']['endpoint']}")
+    for metric, per in (summary.get("judge_failures") or {}).items():
+        st.warning(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
+
+st.subheader("Every question")
+st.dataframe(question_rows(arms, answers, scores), hide_index=True, width="stretch")
+
+st.subheader("Download")
+files = _files(*key)
+cols = st.columns(4)
+mimes = {"report.html": "text/html", "answers.csv": "text/csv", "scores.csv": "text/csv", "summary.json": "application/json"}
+for col, (name, data) in zip(cols, files.items(), strict=False):
+    col.download_button(name, data, file_name=f"{run_id}-{name}", mime=mimes.get(name), key=f"report_dl_{name}")
