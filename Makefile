@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.ragft-deps-$(DEPS_HASH)
 QUESTION ?= What is the capital of France?
+PORT ?= 8501
 
-.PHONY: install run setup test test-fast bench lint docs clean
+.PHONY: install run ask setup test test-fast bench lint docs clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +25,13 @@ install: $(STAMP)
 setup: install
 	$(BIN)/ragft setup
 
-# The main job: Ollama + the default model, then a first answer with its timings.
+# The main job: Ollama + the default model, then the app in the browser (this machine only).
 run: setup
+	@echo "ragft app: http://127.0.0.1:$(PORT)  (Ctrl+C stops it)"
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+
+# The CLI in one line: a first answer from the base arm, with its timings.
+ask: setup
 	$(BIN)/ragft ask --arm base "$(QUESTION)"
 
 test: install

@@ -29,8 +29,8 @@ if server is not None:  # live, not cached: the server may have started or stopp
     checks["ollama server"].update(ok=True, detail=f"{server.url} healthy (version {server.version})", fix="")
 
 st.subheader("Ollama")
-st.dataframe([{"check": c["name"], "ok": "✅" if c["ok"] else "❌", "detail": c["detail"], "fix": c["fix"]}
-              for c in checks.values()], hide_index=True, width="stretch")
+for c in checks.values():
+    st.markdown(f"{'✅' if c['ok'] else '❌'} **{c['name']}** — {c['detail']}" + (f" · **fix:** {c['fix']}" if c["fix"] else ""))
 
 # One fix per missing piece. `ragft setup` covers the binary, the server and the base model;
 # when only the server is down, starting it is enough.
