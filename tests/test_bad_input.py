@@ -156,3 +156,34 @@ def test_judge_endpoint_faults_are_counted_and_shown(fault: str, tmp_path: Path,
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["metrics"]["answer_accuracy"]["base"]["failures"] == 1
     assert sum(summary["judge_failures"]["answer_relevancy"].values()) == 1
+
+
+# The app's front door: the same documents and names through the Corpus page's uploader.
+
+def test_bad_uploads_in_the_app_are_named_and_the_rest_is_kept(tmp_path: Path, settings: Settings) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    made = tmp_path / "made"
+    made.mkdir()
+    for make_bad, _ in BAD_DOCUMENTS.values():
+        make_bad(made)
+    uploads = [(p.name, p.read_bytes(), "application/octet-stream") for p in sorted(made.iterdir())]
+    uploads += [("../notes.md", b"escape", "text/markdown"), ("/etc/passwd.md", b"root", "text/markdown"),
+                ("sub/dir.md", b"nested", "text/markdown"),
+                ("good.md", b"The harbour master of Kelmouth is Ida Brandt.", "text/markdown")]
+    page = Path(__file__).resolve().parents[1] / "ui" / "pages" / "corpus.py"
+    at = AppTest.from_file(str(page), default_timeout=300).run()
+    at.text_input(key="corpus_upload_name").set_value("uploads")
+    at.file_uploader(key="corpus_upload_files").set_value(uploads).run()
+    at.button(key="corpus_upload_add").click().run()
+    assert not at.exception
+    shown = " ".join(" ".join(str(el.value) for el in getattr(at, kind)) for kind in ("success", "warning", "error", "info"))
+    shown = " ".join(shown.split())
+    for _, message in BAD_DOCUMENTS.values():
+        assert message in shown, message
+    # (an unsupported type never gets this far: Streamlit's uploader refuses it by extension)
+    for name in ("'../notes.md' is not allowed", "'/etc/passwd.md' is not allowed", "'sub/dir.md' contains a directory"):
+        assert name in shown, name
+    docs = settings.data_dir / "corpora" / "uploads" / "docs"
+    assert sorted(p.name for p in docs.iterdir()) == ["good.md"]
+    assert not (settings.data_dir / "corpora" / "notes.md").exists()
