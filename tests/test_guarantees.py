@@ -403,3 +403,26 @@ def test_quoting_a_planted_instruction_is_flagged() -> None:
     found = scan(answers)
     assert found["passages"] == 1
     assert [(f["arm"], f["qid"]) for f in found["answers_quoting"]] == [("rag", "f1")]
+
+
+def test_app_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
+    """`streamlit run app.py` with no address flag (what `make run` does) binds 127.0.0.1 only."""
+    import psutil
+
+    port = serving.free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RAGFT_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], cwd=root,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        listening: set[str] = set()
+        while not listening and time.monotonic() < deadline:
+            assert proc.poll() is None, "streamlit exited"
+            listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections()
+                         if c.status == "LISTEN" and c.laddr.port == port}
+            time.sleep(0.3)
+        assert listening == {"127.0.0.1"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
