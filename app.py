@@ -9,16 +9,16 @@ import streamlit as st
 
 from ui import common
 
-st.set_page_config(page_title="ragft", page_icon="⚖️", layout="wide")
+st.set_page_config(page_title="ragft", page_icon=":material/balance:", layout="wide")
 
 pages = [
-    st.Page(common.PAGES["status"], title="Status", icon="🩺", default=True),
-    st.Page(common.PAGES["corpus"], title="Corpus", icon="📚"),
-    st.Page(common.PAGES["finetune"], title="Fine-tune", icon="🎛️"),
-    st.Page(common.PAGES["compare"], title="Compare", icon="🆚"),
-    st.Page(common.PAGES["evaluate"], title="Evaluate", icon="🧪"),
-    st.Page(common.PAGES["report"], title="Report", icon="📊"),
-    st.Page(common.PAGES["history"], title="History", icon="🗂️"),
+    st.Page(common.PAGES["status"], title="Status", icon=":material/monitor_heart:", default=True),
+    st.Page(common.PAGES["corpus"], title="Corpus", icon=":material/library_books:"),
+    st.Page(common.PAGES["finetune"], title="Fine-tune", icon=":material/tune:"),
+    st.Page(common.PAGES["compare"], title="Compare", icon=":material/compare:"),
+    st.Page(common.PAGES["evaluate"], title="Evaluate", icon=":material/science:"),
+    st.Page(common.PAGES["report"], title="Report", icon=":material/bar_chart:"),
+    st.Page(common.PAGES["history"], title="History", icon=":material/history:"),
 ]
 page = st.navigation(pages)
 

@@ -35,23 +35,23 @@ def show_result(res: dict) -> None:
     if "error" in res:
         st.info(f"{res['error']}" + (f"\n\n**Fix:** {res['fix']}" if res.get("fix") else ""))
         return
-    st.markdown(res["text"] or "_(empty answer)_")
+    st.text(res["text"] or "(empty answer)")  # as written: model output is never rendered as markdown or links
     g = res["generation"]
-    m = st.columns(3)
-    m[0].metric("latency", f"{g['total_ms'] + res['retrieval_ms']:.0f} ms")
-    m[1].metric("first token", f"{g['ttft_ms']:.0f} ms")
-    m[2].metric("tokens/s", f"{g['output_tokens'] / (g['eval_ms'] / 1000):.0f}" if g["eval_ms"] else "-")
+    tps = f"{g['output_tokens'] / (g['eval_ms'] / 1000):.0f}" if g["eval_ms"] else "-"
+    st.markdown(f"latency **{g['total_ms'] + res['retrieval_ms']:.0f} ms** · first token **{g['ttft_ms']:.0f} ms** · "
+                f"**{tps}** tokens/s")
     st.caption(f"model `{res['model']}` · {g['output_tokens']} tokens"
                + (f" · retrieval {res['retrieval_ms']:.0f} ms" if res["passages"] else ""))
     if res.get("scores"):
         sc = res["scores"]
-        verdict = "✅ contains the reference" if sc["contains"] else "❌ does not contain the reference"
+        verdict = (":green[:material/check_circle:] contains the reference" if sc["contains"]
+                   else ":red[:material/cancel:] does not contain the reference")
         st.markdown(f"{verdict} · exact match {sc['exact_match']:.0f} · token F1 {sc['token_f1']:.2f}")
     if res["passages"]:
         with st.expander(f"{len(res['passages'])} retrieved passages"):
             for i, p in enumerate(res["passages"], 1):
                 st.markdown(f"**[{i}] {p['source']}** · `{p['id']}` · score {p['score']:.3f}")
-                st.caption(p["text"])
+                st.text(p["text"])
 
 
 if ask:
@@ -83,7 +83,7 @@ for name, col in zip(ARM_NAMES, columns, strict=True):
 
             def on_token(token: str, box=box, streamed=streamed) -> None:
                 streamed.append(token)
-                box.markdown("".join(streamed) + " ▌")
+                box.text("".join(streamed) + " ▌")
 
             with st.spinner("retrieving…" if name in ("rag", "ft_rag") else "thinking…"):
                 answer = arm.answer(last["question"], on_token=on_token)

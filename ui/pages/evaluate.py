@@ -77,4 +77,4 @@ if job is not None and not job.running:
         common.start_job(s, "eval", job.args, job.meta)
     if run is not None and run["status"] == "done":
         st.session_state["report_run"] = run["run_id"]
-        common.link("report", f"Open the report of run {run['run_id']}", "📊")
+        common.link("report", f"Open the report of run {run['run_id']}", ":material/bar_chart:")

@@ -23,7 +23,7 @@ with common.open_store(s) as store:
     runs = {r["run_id"]: r for r in reversed(store.runs())}  # newest first
 if not runs:
     st.info("No evaluation run yet. **Fix:** start one on the **Evaluate** page (or `ragft eval CORPUS`).")
-    common.link("evaluate", "Go to Evaluate", "🧪")
+    common.link("evaluate", "Go to Evaluate", ":material/science:")
     st.stop()
 
 if st.session_state.get("report_run") not in runs:  # e.g. the Evaluate page names the run it just finished

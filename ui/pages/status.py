@@ -29,8 +29,9 @@ if server is not None:  # live, not cached: the server may have started or stopp
     checks["ollama server"].update(ok=True, detail=f"{server.url} healthy (version {server.version})", fix="")
 
 st.subheader("Ollama")
-for c in checks.values():
-    st.markdown(f"{'✅' if c['ok'] else '❌'} **{c['name']}** — {c['detail']}" + (f" · **fix:** {c['fix']}" if c["fix"] else ""))
+for c in checks.values():  # Material icons ship with Streamlit; an emoji font may not be installed
+    mark = ":green[:material/check_circle:]" if c["ok"] else ":red[:material/cancel:]"
+    st.markdown(f"{mark} **{c['name']}** — {c['detail']}" + (f" · **fix:** {c['fix']}" if c["fix"] else ""))
 
 # One fix per missing piece. `ragft setup` covers the binary, the server and the base model;
 # when only the server is down, starting it is enough.
@@ -63,7 +64,7 @@ for r in rows:
             common.start_job(s, "index", [name])
         common.job_panel(s, jobs.latest(s, "index", subject=name), key=f"status_index_job_{name}")
     if r.get("train") and r.get("fine-tuned model") is None:
-        common.link("finetune", f"{name} has no fine-tuned model yet: fine-tune it", "🎛️")
+        common.link("finetune", f"{name} has no fine-tuned model yet: fine-tune it", ":material/tune:")
 
 st.subheader("Fine-tune runs")
 runs = finetune.list_runs(s)
