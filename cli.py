@@ -221,16 +221,6 @@ def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
     console.print(table)
 
 
-def _one_off_seconds(corpus: object, settings: Settings) -> dict[str, float]:
-    from pipelines import finetune as ft
-    from pipelines import rag
-
-    index_s = rag.index_build_seconds(corpus, settings)  # type: ignore[arg-type]
-    run = ft.latest_run(corpus.name, settings)  # type: ignore[attr-defined]
-    ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
-    return {"base": 0.0, "rag": index_s, "ft": ft_s, "ft_rag": ft_s + index_s}
-
-
 @app.command("eval")
 def eval_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
@@ -255,6 +245,7 @@ def eval_cmd(
     """Run (or resume) the held-out questions through the arms, score them, write the report."""
     from rich.progress import Progress
 
+    from eval.history import one_off_seconds
     from eval.recommend import Needs
     from eval.report import summarise, write_outputs
     from eval.runner import EvalConfig, run_eval
@@ -272,7 +263,7 @@ def eval_cmd(
                           lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print,
                           rerun=rerun)
     summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline),
-                        _one_off_seconds(loaded, settings))
+                        one_off_seconds(loaded, settings))
     paths = write_outputs(store, run_id, summary, out)
     _print_summary(summary)
     console.print(f"report: {paths['report.html']}")
@@ -372,6 +363,7 @@ def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id (see `ragft ru
                price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour.")] = 0.10,
                data_dir: DataDirOpt = None) -> None:
     """Write the report of a stored run again (no model is called)."""
+    from eval.history import one_off_seconds
     from eval.report import summarise, write_outputs
     from eval.store import Store
     from pipelines import corpus as corpora
@@ -380,7 +372,7 @@ def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id (see `ragft ru
     store = Store(settings.runs_db)
     run = store.run(run_id)
     try:
-        one_off = _one_off_seconds(corpora.load(run["corpus"], settings), settings)
+        one_off = one_off_seconds(corpora.load(run["corpus"], settings), settings)
     except RagftError:
         one_off = {}
     summary = summarise(store, run_id, price_per_hour, None, one_off)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eval import history, scoring
 from eval import judge as judge_mod
-from eval import scoring
 from eval.store import Store
 from pipelines import models, serving
 from pipelines.arms import Answer, check_arm_name, get_arm
@@ -87,7 +87,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                         else judge_spec.base_url)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
     info = _ft_info(corpus, settings, ft_models)
-    lock = _RunLock(_lock_path(settings, run_id))  # released when this process ends, however it ends
+    lock = _RunLock(history.lock_path(settings, run_id))  # released when this process ends, however it ends
     try:
         if rerun and run_id in {r["run_id"] for r in store.runs()}:
             log(f"answering run {run_id} again; the previous database is backed up at {store.delete_run(run_id)}")
@@ -142,17 +142,11 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
 
 def run_status(settings: Settings, run: dict[str, Any]) -> str:
     """A stored run's status as a user needs it: 'running' only while a process holds its lock."""
-    if run["status"] not in ("running", "stopped"):
+    from eval.history import run_active
+
+    if run["status"] not in ("running", "stopped") or run_active(settings, run["run_id"]):
         return str(run["status"])
-    try:
-        _RunLock(_lock_path(settings, run["run_id"])).release()
-    except RagftError:
-        return "running"
     return "interrupted — the same command resumes it"
-
-
-def _lock_path(settings: Settings, run_id: str) -> Path:
-    return settings.data_dir.expanduser() / "locks" / f"{run_id}.lock"
 
 
 class _RunLock:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from eval.history import run_active
 from eval.report import summarise, write_outputs
 from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for, run_status
 from eval.store import Store
@@ -272,7 +273,7 @@ def test_two_evaluations_at_once_do_not_corrupt_each_other(fault_env: Settings, 
     run_id = run_id_for(c, EvalConfig(["base"], 5, 21), s, {})
     holder = _RunLock(s.data_dir / "locks" / f"{run_id}.lock")
     try:
-        assert run_status(s, store.run(run_id)) == "done"  # finished runs stay finished
+        assert run_active(s, run_id) and run_status(s, store.run(run_id)) == "done"  # held, and finished stays finished
         second = subprocess.run(cmds[21], env=_env(s), capture_output=True, text=True)
     finally:
         holder.release()
