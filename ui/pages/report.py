@@ -116,8 +116,17 @@ for ev in summary.get("events") or []:
     st.caption(f"{common.when(ev['at'])} · {ev['kind']}: {ev['detail']}")
 if summary.get("judge"):
     st.caption(f"judge: {summary['judge']['model']} at {summary['judge']['endpoint']}")
+    if summary["judge"].get("warning"):
+        st.warning(f"judge: {summary['judge']['warning']}")
     for metric, per in (summary.get("judge_failures") or {}).items():
         st.warning(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
+
+injected = summary.get("injection") or {}
+if injected.get("passages"):
+    st.info(f"{injected['passages']} retrieved passage(s) read like instructions to the model, e.g. "
+            + "; ".join(f"“{x}”" for x in injected["examples"]) + ". Answers are text only: nothing in them is run.")
+    for f in injected.get("answers_quoting", []):
+        st.warning(f"{f['arm']} / {f['qid']} repeats a planted instruction: “{f['quoted']}”")
 
 st.subheader("Every question")
 st.dataframe(question_rows(arms, answers, scores), hide_index=True, width="stretch")
