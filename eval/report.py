@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
 from eval.stats import bootstrap_ci, paired_compare
 from eval.store import Store
+from pipelines import files
 
 ARM_ORDER = ("base", "rag", "ft", "ft_rag")
 KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
@@ -143,22 +143,17 @@ def fmt_estimate(v: dict[str, Any], digits: int = 3) -> str:
     return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a report
-
-
 def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {n: out / n for n in ("summary.json", "answers.csv", "scores.csv", "report.html")}
-    _atomic_write(paths["summary.json"], json.dumps(summary, indent=1, default=str))
+    files.write_atomic(paths["summary.json"], json.dumps(summary, indent=1, default=str))
     answers = store.answers(run_id)
-    _atomic_write(paths["answers.csv"], _csv(answers, ["arm", "qid", "question", "model", "text", "retrieval_ms", "ttft_ms",
+    files.write_atomic(paths["answers.csv"], _csv(answers, ["arm", "qid", "question", "model", "text", "retrieval_ms", "ttft_ms",
                                                        "total_ms", "prompt_tokens", "output_tokens", "tokens_per_s"],
                                              lambda a: {**a, "passages": ""}))
-    _atomic_write(paths["scores.csv"], _csv(store.scores(run_id), ["arm", "qid", "metric", "value", "error"]))
-    _atomic_write(paths["report.html"], render_html(summary, answers, store.scores(run_id)))
+    scores = store.scores(run_id)
+    files.write_atomic(paths["scores.csv"], _csv(scores, ["arm", "qid", "metric", "value", "error"]))
+    files.write_atomic(paths["report.html"], render_html(summary, answers, scores))
     return paths
 
 

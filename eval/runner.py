@@ -142,9 +142,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
 
 def run_status(settings: Settings, run: dict[str, Any]) -> str:
     """A stored run's status as a user needs it: 'running' only while a process holds its lock."""
-    from eval.history import run_active
-
-    if run["status"] not in ("running", "stopped") or run_active(settings, run["run_id"]):
+    if run["status"] not in ("running", "stopped") or history.run_active(settings, run["run_id"]):
         return str(run["status"])
     return "interrupted — the same command resumes it"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import embeddings, leakage, models, serving
+from pipelines import embeddings, files, leakage, models, serving
 from pipelines.arms import CLOSED_BOOK_SYSTEM
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
@@ -160,12 +160,6 @@ def new_run_id(corpus: Corpus, settings: Settings) -> str:
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{models.safe_name(corpus.name)}-{settings.model}"
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 def load_run(run_dir: Path) -> dict[str, Any]:
     return dict(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
 
@@ -259,7 +253,7 @@ def finetune(
                   "status": "preparing", "created": datetime.now(UTC).isoformat()}
     items = build_items(corpus, recipes, settings, server, log)
     report = check_leakage(corpus, items)
-    _write_json(run_dir / "leakage.json", report.as_dict())
+    files.write_json(run_dir / "leakage.json", report.as_dict(), indent=1)
     record["leakage"] = report.counts
     record["allow_leakage"] = allow_leakage
     log(report.summary())
@@ -269,7 +263,7 @@ def finetune(
         log(f"  near-verbatim ({m.score:.2f}): eval {m.eval_id} '{m.eval_question}' ↔ '{m.train_text[:80]}'")
     if report.verbatim and not allow_leakage:
         record["status"] = "refused: leakage"
-        _write_json(run_dir / "run.json", record)
+        files.write_json(run_dir / "run.json", record, indent=1)
         raise TrainingError(f"{len(report.verbatim)} eval question(s) appear verbatim in the training data "
                             f"(see {run_dir / 'leakage.json'})",
                             "remove them from the training data, or pass --allow-leakage (the run will say so)")
@@ -278,20 +272,20 @@ def finetune(
 
     examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
     record.update(status="training", n_items=len(items), n_examples=len(examples))
-    _write_json(run_dir / "run.json", record)
+    files.write_json(run_dir / "run.json", record, indent=1)
     log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
     result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
                         progress=progress, stop_after_steps=stop_after_steps)
     if result["status"] == "interrupted":
         record["status"] = "interrupted"
-        _write_json(run_dir / "run.json", record)
+        files.write_json(run_dir / "run.json", record, indent=1)
         return record
     record["training"] = result
     record["status"] = "trained"
     write_loss_plot(run_dir)
-    _write_json(run_dir / "run.json", record)
+    files.write_json(run_dir / "run.json", record, indent=1)
     record.update(export(run_dir, record, settings, server, log))
-    _write_json(run_dir / "run.json", record)
+    files.write_json(run_dir / "run.json", record, indent=1)
     return record
 
 

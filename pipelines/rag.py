@@ -8,7 +8,6 @@ incremental: only new or changed docs are embedded, deleted docs are removed.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from pipelines import embeddings
+from pipelines import embeddings, files
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import CorpusError, RagftError
@@ -115,9 +114,7 @@ def _stamp_path(settings: Settings) -> Path:
 
 def _stamp(settings: Settings) -> None:
     path = _stamp_path(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{os.getpid()} {time.time_ns()}", encoding="ascii")
-    tmp.replace(path)
+    files.write_atomic(path, f"{os.getpid()} {time.time_ns()}")
     with _stamp_lock:
         _seen_stamps[str(settings.chroma_dir)] = path.read_text(encoding="ascii")  # this process's copy is current
 
@@ -236,15 +233,8 @@ def _build_path(settings: Settings, collection: str) -> Path:
 def _record_build(settings: Settings, report: IndexReport) -> None:
     """Keep the compute an index has cost so far (cost model: the rag arm's one-off cost)."""
     path = _build_path(settings, report.collection)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        total = float(json.loads(path.read_text(encoding="utf-8"))["build_seconds"])
-    except (OSError, ValueError, KeyError):
-        total = 0.0
-    data = {"build_seconds": total + report.seconds, "chunks": report.chunks_total}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    tmp.replace(path)
+    total = float((files.read_json(path) or {}).get("build_seconds", 0.0))
+    files.write_json(path, {"build_seconds": total + report.seconds, "chunks": report.chunks_total})
 
 
 def _progress_path(settings: Settings, collection: str) -> Path:
@@ -253,37 +243,21 @@ def _progress_path(settings: Settings, collection: str) -> Path:
 
 def _write_progress(settings: Settings, collection: str, done: int, total: int, what: str) -> None:
     """Where a build is (docs embedded of docs to embed), for whoever watches it from another process."""
-    path = _progress_path(settings, collection)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"done": done, "total": total, "what": what, "at": time.time()}), encoding="utf-8")
-    tmp.replace(path)
+    files.write_json(_progress_path(settings, collection), {"done": done, "total": total, "what": what, "at": time.time()})
 
 
 def index_progress(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
     """The last progress a build of this corpus's index wrote: done, total, what ("embedding" or "done"), at."""
-    path = _progress_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    return files.read_json(_progress_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings))))
 
 
 def index_record(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
     """What the last finished build recorded (chunks, build seconds so far), or None if never built."""
-    path = _build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    return files.read_json(_build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings))))
 
 
 def index_build_seconds(corpus: Corpus, settings: Settings) -> float:
-    path = _build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings)))
-    try:
-        return float(json.loads(path.read_text(encoding="utf-8"))["build_seconds"])
-    except (OSError, ValueError, KeyError):
-        return 0.0
+    return float((index_record(corpus, settings) or {}).get("build_seconds", 0.0))
 
 
 # ---------------------------------------------------------------- retrieval

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import ollama
 
+from pipelines import files
 from pipelines.config import Settings
 from pipelines.errors import ModelPrepError, OllamaUnavailable
 
@@ -268,10 +269,7 @@ def _tail(path: Path, lines: int = 10) -> str:
 
 
 def _write_state(settings: Settings, server: Server) -> None:
-    path = _state_path(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in asdict(server).items() if k != "restarts"}), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_json(_state_path(settings), {k: v for k, v in asdict(server).items() if k != "restarts"})
 
 
 def _runner_pids(settings: Settings) -> list[int]:

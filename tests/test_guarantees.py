@@ -234,17 +234,17 @@ def test_damaged_run_database_is_refused_by_the_cli_and_kept(tmp_path: Path, set
 
 
 def test_reports_are_replaced_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from eval import report
+    from pipelines import files
 
     target = tmp_path / "summary.json"
-    report._atomic_write(target, '{"complete": true}')
+    files.write_atomic(target, '{"complete": true}')
 
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
-        report._atomic_write(target, '{"half')
+        files.write_atomic(target, '{"half')
     assert target.read_text() == '{"complete": true}'  # the old report, whole
 
 
