@@ -7,6 +7,7 @@ VENV ?= $(HOME)/.cache/ragft/venv
 BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.ragft-deps-$(DEPS_HASH)
+INSTALL_LOG := $(VENV)/.ragft-install.log
 QUESTION ?= What is the capital of France?
 PORT ?= 8501
 
@@ -15,12 +16,17 @@ PORT ?= 8501
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[browser,dev]'
+	@echo "installing ragft's dependencies into $(VENV) (a few minutes, once per machine)"
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[browser,dev]' >$(INSTALL_LOG) 2>&1 \
+	  || { cat $(INSTALL_LOG); echo "error: pip install failed (log: $(INSTALL_LOG))"; exit 1; }
 	@rm -f $(VENV)/.ragft-deps-* && touch $@
 
 # Always re-point the editable install at this checkout (cheap: no dependency resolution).
+# setuptools prints an informational banner for every editable install: the output is kept in
+# a log and shown only when the install fails.
 install: $(STAMP)
-	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >$(INSTALL_LOG) 2>&1 \
+	  || { cat $(INSTALL_LOG); echo "error: pip install failed (log: $(INSTALL_LOG))"; exit 1; }
 
 setup: install
 	$(BIN)/ragft setup

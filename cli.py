@@ -49,7 +49,7 @@ def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     checks = doctor.run_checks(settings)
     table = Table(title="ragft doctor")
     for col in ("check", "status", "detail", "fix"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for c in checks:
         table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix)
     console.print(table)
@@ -78,7 +78,7 @@ def models_cmd(data_dir: DataDirOpt = None) -> None:
     served = serving.served_models(server, settings) if server else {}
     table = Table(title="base models")
     for col in ("name", "description", "license", "weights", "served as"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name in models.known_models():
         try:
             spec = models.get_spec(name, settings)
@@ -125,7 +125,7 @@ def ask_cmd(
     if result.passages:
         passages = Table(title=f"retrieved passages ({result.retrieval_ms:.0f} ms)")
         for col in ("#", "source", "score", "text"):
-            passages.add_column(col)
+            passages.add_column(col, overflow="fold")
         for i, p in enumerate(result.passages, 1):
             passages.add_row(str(i), p.id, f"{p.score:.3f}", p.text[:160].replace("\n", " ") + ("…" if len(p.text) > 160 else ""))
         console.print(passages)
@@ -194,11 +194,14 @@ def finetune_cmd(
     params.validate()
     server = serving.ensure_server(settings, err.print)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, console.print)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+    # Until the first optimizer step the bar says what is happening (leakage check, model load), not "step 0/None".
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("fine-tuning", total=None, loss="-")
+        task = bar.add_task("fine-tuning", total=None, loss="-", stage="preparing…")
         record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume, log=bar.console.print,
-                             progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}"))
+                             progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}",
+                                                                    stage=f"step {s}/{t}"),
+                             stage=lambda what: bar.update(task, stage=what))
     t = record.get("training", {})
     console.print(f"[green]done:[/] run {record['run_id']} → {record.get('ollama_model')}; {t.get('steps')} steps, "
                   f"{t.get('train_tokens')} tokens in {t.get('wall_s')} s ({t.get('tokens_per_s')} tok/s), "
@@ -212,7 +215,7 @@ def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
 
     table = Table(title="fine-tune runs")
     for col in ("run id", "status", "recipes", "leakage (verbatim/near/paraphrase)", "steps", "tok/s", "model"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in ft.list_runs(_settings(None, data_dir)):
         lk, t = r.get("leakage", {}), r.get("training", {})
         table.add_row(r["run_id"], r["status"], ",".join(r["recipes"]),
@@ -309,9 +312,9 @@ def _print_summary(summary: dict) -> None:
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     for a in arms:
-        table.add_column(a)
+        table.add_column(a, overflow="fold")
     for m, per in summary["metrics"].items():
         table.add_row(m, *[(fmt_estimate(per[a])
                             + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else "")) if a in per else "-"
@@ -349,7 +352,7 @@ def runs_cmd(data_dir: DataDirOpt = None) -> None:
 
     table = Table(title="evaluation runs")
     for col in ("run id", "corpus", "arms", "answers", "status", "created"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     settings = _settings(None, data_dir)
     for r in Store(settings.runs_db).runs():
         table.add_row(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), run_status(settings, r),
@@ -390,7 +393,7 @@ def compare_cmd(run_a: Annotated[str, typer.Argument(help="First run id.")],
 
     table = Table(title=f"{run_a} → {run_b}")
     for col in ("metric", "arm", run_a, run_b, "change"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in compare_runs(Store(_settings(None, data_dir).runs_db), run_a, run_b):
         table.add_row(r["metric"], r["arm"], *("n/a" if v is None else f"{v:.3f}" for v in (r["a"], r["b"])),
                       "n/a" if r["change"] is None else f"{r['change']:+.3f}")
@@ -405,7 +408,7 @@ def corpus_list(data_dir: DataDirOpt = None) -> None:
     settings = _settings(None, data_dir)
     table = Table(title="corpora")
     for col in ("name", "docs", "eval", "train", "license", "path"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name, path in corpora.list_corpora(settings).items():
         try:
             c = corpora.load(str(path), settings)

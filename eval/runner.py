@@ -19,11 +19,12 @@ from typing import Any
 from eval import history, scoring
 from eval import judge as judge_mod
 from eval.store import Store
+from pipelines import corpus as corpora
 from pipelines import models, serving
 from pipelines.arms import Answer, check_arm_name, get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
-from pipelines.errors import OllamaUnavailable, RagftError
+from pipelines.errors import CorpusError, OllamaUnavailable, RagftError
 
 Progress = Callable[[int, int, str], None]  # done, total, what
 
@@ -71,6 +72,12 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         check_arm_name(arm_name)
     if not corpus.eval:
         raise RagftError(f"corpus '{corpus.name}' has no eval questions (qa/eval.jsonl)", "add held-out questions to evaluate")
+    if missing := corpora.missing_sources(corpus):
+        # Retrieval can never find a document the corpus lacks: the scores would measure the gap.
+        docs = sorted({s for q in missing for s in q.source_ids if s not in corpus.doc_paths})
+        raise CorpusError(f"{len(missing)} of {len(corpus.eval)} eval questions of corpus '{corpus.name}' cite documents "
+                          f"it does not have ({', '.join(docs[:3])}{' …' if len(docs) > 3 else ''})",
+                          f"add those documents to {corpus.root / 'docs'}, or remove the questions from qa/eval.jsonl")
     server = serving.ensure_server(settings, log)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here

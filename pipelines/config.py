@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     ollama_bin: Path | None = None  # an explicit binary wins over PATH and the cached build
     ollama_host: str | None = None  # e.g. http://127.0.0.1:11434 — a server someone else runs
     ollama_version: str = "v0.11.4"
+    ollama_cflags: str | None = None  # CGO_CFLAGS/CGO_CXXFLAGS for building it; None = chosen for this CPU
     ollama_port: int = 0  # 0 = pick a free port on 127.0.0.1
     server_start_timeout_s: float = 60.0
     request_timeout_s: float = 300.0

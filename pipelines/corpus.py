@@ -310,16 +310,28 @@ def import_squad(file: Path, settings: Settings, name: str = "squad", articles: 
         (staging / "docs").mkdir()
         eval_rows: list[QA] = []
         train_rows: list[QA] = []
+        written: list[str] = []
+        titles_seen: dict[str, int] = {}
         for article in data:
+            title = safe_name(article["title"], 70)
+            titles_seen[title] = titles_seen.get(title, 0) + 1
+            if titles_seen[title] > 1:  # two articles with one title must not overwrite each other
+                title = f"{title}-{titles_seen[title]}"
             for p_idx, para in enumerate(article["paragraphs"]):
-                doc_id = f"{safe_name(article['title'])}-p{p_idx:03d}"
+                doc_id = f"{title}-p{p_idx:03d}"
                 (staging / "docs" / f"{doc_id}.txt").write_text(para["context"], encoding="utf-8")
-                for q_idx, qa in enumerate(para["qas"]):
+                written.append(doc_id)
+                split: dict[str, bool] = {}  # normalised question → eval?
+                for qa in para["qas"]:
                     answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
                     row = QA(str(qa["id"]), qa["question"], answers, [doc_id])
                     # Deterministic split inside each paragraph: every paragraph keeps eval questions,
-                    # and the fine-tune sees other questions about the same paragraph.
-                    (eval_rows if q_idx % 2 == 0 else train_rows).append(row)
+                    # and the fine-tune sees other questions about the same paragraph. A question
+                    # asked twice in one paragraph stays on one side, so the split never leaks.
+                    key = normalise(qa["question"])
+                    to_eval = split.setdefault(key, sum(split.values()) * 2 <= len(split))
+                    (eval_rows if to_eval else train_rows).append(row)
+        _check_import(staging / "docs", written, file)
         write_qa(staging / "qa" / "eval.jsonl", eval_rows)
         write_qa(staging / "qa" / "train.jsonl", train_rows)
         _write_toml(staging / "corpus.toml", {
@@ -332,6 +344,27 @@ def import_squad(file: Path, settings: Settings, name: str = "squad", articles: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_import(docs_dir: Path, written: list[str], source: Path) -> None:
+    """An importer whose own documents the corpus would not keep fails, naming what it would lose."""
+    found, problems = scan_docs(docs_dir)
+    kept = {path.stem for path in found.values()}
+    lost = [d for d in written if d not in kept]
+    renamed = [d for d in written if d in kept and d not in found]  # its questions would cite a missing id
+    if lost or renamed:
+        def names(ids: list[str]) -> str:
+            return ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")
+
+        what = ([f"would lose {len(lost)} of {len(written)} documents ({names(lost)})"] if lost else []) + \
+               ([f"would give {len(renamed)} documents another id ({names(renamed)})"] if renamed else [])
+        raise CorpusError(f"importing {source} {' and '.join(what)}: {'; '.join(problems[:3])}",
+                          "report this as a bug in ragft's importer; nothing was written")
+
+
+def missing_sources(corpus: Corpus, rows: list[QA] | None = None) -> list[QA]:
+    """QA rows whose source documents the corpus does not have (retrieval can never find them)."""
+    return [q for q in (corpus.eval if rows is None else rows) if any(s not in corpus.doc_paths for s in q.source_ids)]
 
 
 def add_folder(folder: Path, settings: Settings, name: str | None = None, replace: bool = False) -> tuple[Path, list[str]]:

@@ -48,7 +48,7 @@ class TrainItem:
 
     def guard_text(self) -> leakage.TrainText:
         full = self.text if self.text is not None else f"{self.question}\n{self.answer}"
-        return leakage.TrainText(self.question, full)
+        return leakage.TrainText(self.question, full, self.answer)
 
 
 def parse_recipes(spec: str) -> list[str]:
@@ -235,8 +235,12 @@ def finetune(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, float], None] | None = None,
     stop_after_steps: int | None = None,
+    stage: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record."""
+    """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record.
+
+    `stage` hears what happens before the first step ("checking leakage…"), for progress bars.
+    """
     spec = models.get_spec(settings.model, settings)
     base_dir = models.ensure_hf_weights(spec, settings, log)
     if resume_run:
@@ -251,7 +255,9 @@ def finetune(
         record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
                   "quantization": settings.quantization, "recipes": recipes, "params": asdict(params),
                   "status": "preparing", "created": datetime.now(UTC).isoformat()}
+    stage("building training data…")
     items = build_items(corpus, recipes, settings, server, log)
+    stage("checking leakage…")
     report = check_leakage(corpus, items)
     files.write_json(run_dir / "leakage.json", report.as_dict(), indent=1)
     record["leakage"] = report.counts
@@ -270,10 +276,12 @@ def finetune(
 
     from transformers import AutoTokenizer
 
+    stage("tokenising…")
     examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
     record.update(status="training", n_items=len(items), n_examples=len(examples))
     files.write_json(run_dir / "run.json", record, indent=1)
     log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
+    stage("loading model…" if not resume_run else "loading checkpoint…")
     result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
                         progress=progress, stop_after_steps=stop_after_steps)
     if result["status"] == "interrupted":
@@ -284,6 +292,7 @@ def finetune(
     record["status"] = "trained"
     write_loss_plot(run_dir)
     files.write_json(run_dir / "run.json", record, indent=1)
+    stage("merging and serving…")
     record.update(export(run_dir, record, settings, server, log))
     files.write_json(run_dir / "run.json", record, indent=1)
     return record

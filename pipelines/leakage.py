@@ -1,12 +1,19 @@
 """Leakage guard: classify every eval question against the training examples.
 
-- verbatim: the same question after normalisation (case, punctuation, whitespace), or a
-  training example that holds the eval question together with one of its answers. Training
-  refuses to start unless leakage is explicitly allowed, and the fact is stored with the run.
-- near-verbatim: high word 5-gram overlap with a training question. Warned.
-- paraphrase ("same fact, other words"): high MiniLM cosine similarity, neither of the above.
-  This is what closed-book knowledge injection is measured on, so it is reported as
-  paraphrase coverage, not refused.
+An eval item leaks only when training teaches *its* answer to *its* question, so every class
+compares the question and the answer:
+
+- verbatim: a training example asks the same question (after normalisation) and gives the
+  same answer, or holds the eval question together with one of its answers in its text.
+  Training refuses to start unless leakage is explicitly allowed; the fact is stored with the run.
+- near-verbatim: a training question with high word 5-gram overlap whose answer gives the
+  eval answer. Warned.
+- paraphrase ("same fact, other words"): high MiniLM cosine similarity and the eval answer
+  in the training example, neither of the above. This is what closed-book knowledge
+  injection is measured on, so it is reported as paraphrase coverage, not refused.
+
+Two questions that differ only in a symbol or one word ("R1 < 0" vs "R1 > 0", "Where" vs
+"When") ask for different facts: with different answers they are not leakage.
 """
 
 from __future__ import annotations
@@ -18,13 +25,39 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-_PUNCT = re.compile(r"[^\w\s]")
+# Symbols carry meaning in questions ("R1 < 0", "5 %", "km/h", "C++", "3.5"), so only
+# punctuation that does not change what is asked is dropped. Unicode symbols (category S:
+# < > = + $ ° …) are always kept; these punctuation marks are kept too.
+_KEEP_PUNCT = set("%&/#@")
+_DECIMAL = re.compile(r"(?<=\d)[.,](?=\d)")
 _SPACE = re.compile(r"\s+")
+
+
+def _keep(ch: str) -> bool:
+    return not unicodedata.category(ch).startswith("P") or ch in _KEEP_PUNCT
 
 
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+    protected = {m.start() for m in _DECIMAL.finditer(text)}  # 3.5 and 3,000 keep their separator
+    text = "".join(ch if i in protected or _keep(ch) else " " for i, ch in enumerate(text))
+    # symbols become words of their own, so "r1<0" and "r1 < 0" read the same
+    text = "".join(f" {ch} " if unicodedata.category(ch).startswith("S") or ch in _KEEP_PUNCT else ch for ch in text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def gives_answer(text: str, answers: Sequence[str]) -> bool:
+    """Whether a training text gives one of the eval answers (whole words, either way round).
+
+    SQuAD's annotators mark spans of different lengths for one fact ("1733" and "in 1733"),
+    so an answer inside the other counts as the same answer.
+    """
+    t = f" {normalise(text)} "
+    for a in answers:
+        na = normalise(a)
+        if na and (f" {na} " in t or (t.strip() and f" {t.strip()} " in f" {na} ")):
+            return True
+    return False
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -91,10 +124,15 @@ class LeakageReport:
 
 @dataclass(frozen=True)
 class TrainText:
-    """One training example as the guard sees it: its question (if any) and all of its text."""
+    """One training example as the guard sees it: its question and answer (if any) and all of its text."""
 
     question: str | None
     text: str
+    answer: str | None = None
+
+    @property
+    def answer_text(self) -> str:
+        return self.answer if self.answer is not None else self.text
 
 
 def classify(
@@ -107,7 +145,10 @@ def classify(
     report = LeakageReport(len(eval_items), len(train), thresholds=thresholds)
     if not eval_items or not train:
         return report
-    norm_train_q = {normalise(t.question): t for t in train if t.question}
+    by_question: dict[str, list[int]] = {}
+    for i, t in enumerate(train):
+        if t.question:
+            by_question.setdefault(normalise(t.question), []).append(i)
     norm_train_text = [normalise(t.text) for t in train]
     train_questions = [t.question or t.text for t in train]
     eval_vecs = embed([q for _, q, _ in eval_items])
@@ -115,21 +156,23 @@ def classify(
     sims = eval_vecs @ train_vecs.T  # embeddings are unit length
     for row, (qid, question, answers) in enumerate(eval_items):
         nq = normalise(question)
-        if nq in norm_train_q:
-            report.verbatim.append(Match(qid, question, norm_train_q[nq].text, 1.0))
+        same = next((i for i in by_question.get(nq, []) if gives_answer(train[i].answer_text, answers)), None)
+        if same is not None:
+            report.verbatim.append(Match(qid, question, train[same].text, 1.0))
             continue
-        norm_answers = [normalise(a) for a in answers if normalise(a)]
         holder = next((i for i, t in enumerate(norm_train_text)
-                       if nq and nq in t and any(a in t for a in norm_answers)), None)
+                       if nq and f" {nq} " in f" {t} " and gives_answer(train[i].text, answers)), None)
         if holder is not None:
             report.verbatim.append(Match(qid, question, train[holder].text, 1.0))
             continue
-        overlaps = [ngram_overlap(question, q) for q in train_questions]
-        best = int(np.argmax(overlaps))
-        if overlaps[best] >= thresholds.near_verbatim_5gram:
+        # Only training examples that give this item's answer can leak it.
+        candidates = [i for i in range(len(train)) if gives_answer(train[i].answer_text, answers)]
+        overlaps = {i: ngram_overlap(question, train_questions[i]) for i in candidates}
+        best = max(overlaps, key=overlaps.__getitem__, default=None)
+        if best is not None and overlaps[best] >= thresholds.near_verbatim_5gram:
             report.near_verbatim.append(Match(qid, question, train[best].text, overlaps[best]))
             continue
-        j = int(np.argmax(sims[row]))
-        if sims[row, j] >= thresholds.paraphrase_cosine:
+        j = max(candidates, key=lambda i: sims[row, i], default=None)
+        if j is not None and sims[row, j] >= thresholds.paraphrase_cosine:
             report.paraphrase.append(Match(qid, question, train[j].text, float(sims[row, j])))
     return report

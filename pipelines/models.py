@@ -6,6 +6,7 @@ base and the fine-tuned model are quantised the same way, so arms differ only by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,13 +100,20 @@ REGISTRY: dict[str, ModelSpec] = {
 _SAFE_NAME = re.compile(r"[^a-z0-9._-]+")
 
 
-def safe_name(text: str) -> str:
-    """A name Ollama, Chroma and file paths all accept: lowercase [a-z0-9._-], no leading dot."""
+def safe_name(text: str, max_len: int = 80) -> str:
+    """A name Ollama, Chroma and file paths all accept: lowercase [a-z0-9._-], no leading dot.
+
+    A name longer than `max_len` keeps its start and ends in a hash of the whole: two long
+    names that share their first 80 characters (URL titles, `…-p001`/`…-p002`) stay apart.
+    """
     cleaned = _SAFE_NAME.sub("-", text.lower())
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", "-", cleaned)).strip("-.")  # no '..' survives
     if not cleaned:
         raise UnknownNameError(f"'{text}' has no usable characters for a name", "use letters, digits, '-', '_' or '.'")
-    return cleaned[:80]
+    if len(cleaned) > max_len:
+        digest = hashlib.sha256(cleaned.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[:max_len - 9].rstrip('-.')}-{digest}"
+    return cleaned
 
 
 def known_models() -> list[str]:
@@ -326,9 +334,7 @@ def looks_degenerate(text: str) -> bool:
 def create_checked(server: object, settings: Settings, name: str, modelfile_text: str, log: Log = print) -> None:
     """`ollama create` with the configured quantisation, then a smoke test of the result.
 
-    Ollama 0.11.4's first quantisation in a fresh models directory produced, in our runs, a
-    model that emits one repeated digit and aborts its stream; the second was correct. So
-    every created model answers one fixed prompt before it is used, and is recreated once.
+    The smoke test stays as a safety net: a model that fails it is recreated once, then refused.
     """
     from pipelines import serving
 
@@ -336,7 +342,7 @@ def create_checked(server: object, settings: Settings, name: str, modelfile_text
     for attempt in (1, 2):
         log(f"creating Ollama model {name} ({settings.quantization})")
         started = time.monotonic()
-        serving.create_model(server, settings, name, modelfile_text, settings.quantization)
+        _create_quantised(server, settings, name, modelfile_text)
         problem = _smoke_test(server, settings, name)
         if problem is None:
             log(f"created {name} in {time.monotonic() - started:.0f} s")
@@ -347,6 +353,32 @@ def create_checked(server: object, settings: Settings, name: str, modelfile_text
         f"the Ollama model {name} is broken after conversion: {problem}",
         "try RAGFT_QUANTIZATION=f16, and report the Ollama version (`ragft doctor`)",
     )
+
+
+def _create_quantised(server: object, settings: Settings, name: str, modelfile_text: str) -> None:
+    """Convert to f16, load that once, then quantise it: never quantise in a cold server.
+
+    Ollama 0.11.4 quantises inside the server process and reads the f16 weights through
+    ggml's fp16→fp32 lookup table (`ggml_fp16_to_fp32_row`), which only `ggml_init()` fills.
+    Nothing in `ollama serve` calls it until a model is loaded, so the first quantisation of a
+    fresh server reads every f16 weight as 0.0 (the model then answers "6666…"); after one
+    load, quantising is correct. Loading the f16 model for one token costs about a second.
+    """
+    from pipelines import serving
+
+    assert isinstance(server, serving.Server)
+    if settings.quantization == "f16":
+        serving.create_model(server, settings, name, modelfile_text, None)
+        return
+    staging = f"ragft-staging-{safe_name(name)}-f16"
+    serving.create_model(server, settings, staging, modelfile_text, None)
+    try:
+        serving.generate(server, settings.model_copy(update={"max_tokens": 1}), staging, "Hi")
+        rest = modelfile_text.split("\n", 1)[1] if modelfile_text.startswith("FROM ") else modelfile_text
+        serving.create_model(server, settings, name, f"FROM {staging}\n{rest}", settings.quantization)
+    finally:
+        with contextlib.suppress(Exception):  # a staging model left behind is harmless; never mask the real error
+            serving.delete_model(server, settings, staging)
 
 
 def _smoke_test(server: object, settings: Settings, name: str) -> str | None:

@@ -159,3 +159,59 @@ def test_add_folder(tmp_path: Path, settings: Settings) -> None:
     c = corpora.load("mydocs", settings)
     assert c.root == path and sorted(c.doc_paths) == ["a", "sub-b"] and c.eval == []
     assert any("c.exe" in p for p in problems)
+
+
+def _squad_file(tmp_path: Path, articles: list[tuple[str, list[str]]]) -> Path:
+    data = {"version": "1.1", "data": [
+        {"title": title, "paragraphs": [
+            {"context": ctx, "qas": [{"id": f"{ai}-{pi}-{k}", "question": f"Question {k} about paragraph {pi}?",
+                                      "answers": [{"text": ctx.split()[k], "answer_start": 0}]} for k in range(2)]}
+            for pi, ctx in enumerate(paras)]}
+        for ai, (title, paras) in enumerate(articles)]}
+    path = tmp_path / "shifts.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_squad_import_with_long_url_titles_keeps_every_paragraph(tmp_path: Path, settings: Settings) -> None:
+    # SQuAD-Shifts' New York Times articles: titles are URLs far longer than a name may be
+    urls = [f"https://www.nytimes.com/2019/0{i}/17/business/economy/a-very-long-headline-about-markets-and-"
+            f"trade-number-{i}-that-goes-on.html" for i in range(1, 4)]
+    paras = [[f"Paragraph {p} of article {i} has words alpha beta gamma." for p in range(n)] for i, n in
+             zip(range(3), (4, 5, 4), strict=True)]
+    path = corpora.import_squad(_squad_file(tmp_path, list(zip(urls, paras, strict=True))), settings, "nyt")
+    c = corpora.load(str(path), settings)
+    assert len(list((path / "docs").iterdir())) == 13
+    assert len(c.doc_paths) == 13 and c.problems == []
+    assert all(len(d) <= 80 for d in c.doc_paths)
+    assert corpora.missing_sources(c) == [] and len(c.eval) + len(c.train) == 26
+    assert {d[-5:] for d in c.doc_paths} >= {"-p000", "-p003", "-p004"}  # the paragraph suffix survives
+
+
+def test_two_articles_with_one_title_do_not_overwrite_each_other(tmp_path: Path, settings: Settings) -> None:
+    file = _squad_file(tmp_path, [("Lens", ["One two three four."]), ("Lens", ["Five six seven eight."])])
+    c = corpora.load(str(corpora.import_squad(file, settings, "lens")), settings)
+    assert sorted(c.doc_paths) == ["lens-2-p000", "lens-p000"]
+
+
+def test_importer_that_would_lose_documents_fails_naming_them(tmp_path: Path, settings: Settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # break the id scheme for real: every paragraph id collapses to one, as the 80-character cut once did
+    monkeypatch.setattr(corpora, "_doc_id", lambda rel: "same-id")
+    file = _squad_file(tmp_path, [("Lens", ["One two three four.", "Five six seven eight."])])
+    with pytest.raises(CorpusError, match=r"would lose 1 of 2 documents \(lens-p00[01]\)"):
+        corpora.import_squad(file, settings, "lens")
+    assert not (corpora.corpora_dir(settings) / "lens").exists()
+    assert [p.name for p in corpora.corpora_dir(settings).iterdir()] == []  # no staging folder left
+
+
+def test_squad_split_keeps_a_repeated_question_on_one_side(tmp_path: Path, settings: Settings) -> None:
+    ctx = "The lens was made in 1733 in London by Chester Hall."
+    qas = [("When was the lens made?", "1733"), ("Where was the lens made?", "London"),
+           ("When was the lens made?", "in 1733"), ("Who made the lens?", "Chester Hall")]
+    data = {"data": [{"title": "Lens", "paragraphs": [{"context": ctx, "qas": [
+        {"id": f"q{i}", "question": q, "answers": [{"text": a, "answer_start": 0}]} for i, (q, a) in enumerate(qas)]}]}]}
+    file = tmp_path / "dup.json"
+    file.write_text(json.dumps(data))
+    c = corpora.load(str(corpora.import_squad(file, settings, "dup")), settings)
+    assert [q.id for q in c.eval] == ["q0", "q2", "q3"] and [q.id for q in c.train] == ["q1"]

@@ -96,3 +96,17 @@ def test_four_arm_run_resumes_and_reports(demo_env: tuple[Settings, corpora.Corp
     again = run_eval(c, cfg, s, store, log=lambda _: None)  # a finished run is never recomputed
     assert again == run_id and len(store.answers(run_id)) == 16
     assert summarise(store, run_id)["metrics"]["token_f1"] == summary["metrics"]["token_f1"]
+
+
+def test_eval_refuses_questions_that_cite_documents_the_corpus_lacks(tmp_path: Path, settings: Settings) -> None:
+    from tests.helpers import make_corpus
+
+    rows = [{"id": "q1", "question": "Who is the harbour master of Kelmouth?", "answers": ["Ida Brandt"],
+             "source_ids": ["harbour"]},
+            {"id": "q2", "question": "Who wrote the lost page?", "answers": ["Nobody"], "source_ids": ["lost-page"]}]
+    c = corpora.load(str(make_corpus(tmp_path / "k", qa=rows)), settings)
+    with pytest.raises(corpora.CorpusError, match=r"1 of 2 eval questions .* cite documents it does not have \(lost-page\)") \
+            as exc:
+        run_eval(c, EvalConfig(arms=["base"]), settings, Store(tmp_path / "runs.sqlite"))
+    assert "qa/eval.jsonl" in (exc.value.fix or "")
+    assert not (settings.data_dir / "ollama").exists()  # refused before any server was started

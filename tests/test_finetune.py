@@ -175,3 +175,20 @@ def test_synthetic_recipe_asks_the_teacher_for_schema_bound_pairs(tmp_path: Path
     assert any("135M teacher writes weak questions" in m for m in said)
     assert any(m.startswith("synthetic recipe:") and "failed to parse" in m for m in said)
     assert items and all(it.kind == "synthetic" and it.question and it.answer for it in items)
+
+
+SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+
+
+@pytest.mark.slow
+def test_squad_import_fine_tunes_without_allow_leakage(tmp_path: Path, live_settings: Settings) -> None:
+    """The importer's own split (other questions on the same paragraphs) is honest data: training starts."""
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    c = corpora.load(str(corpora.import_squad(SQUAD, s, "squad-check")), s)
+    stages: list[str] = []
+    record = ft.finetune(c, s, None, ["qa"], LoraParams(epochs=1, batch_size=4, checkpoint_every=100),  # type: ignore[arg-type]
+                         allow_leakage=False, stop_after_steps=1, stage=stages.append)
+    assert record["status"] == "interrupted" and record["allow_leakage"] is False
+    assert record["leakage"]["verbatim"] == 0 and record["leakage"]["near_verbatim"] == 0
+    assert ft.read_losses(ft.runs_dir(s) / record["run_id"])  # an optimizer step was taken
+    assert stages[:2] == ["building training data…", "checking leakage…"] and "loading model…" in stages

@@ -68,3 +68,47 @@ def test_real_minilm_separates_paraphrase_from_unrelated() -> None:
              TrainText("Who founded the harbour choir?", "Ilse Maren")]
     r = leakage.classify(eval_items, train, embed)
     assert [m.eval_id for m in r.paraphrase] == ["e1"] and r.counts["unrelated"] == 1
+
+
+def test_normalise_keeps_symbols_digits_and_units() -> None:
+    assert leakage.normalise("What does R1 < 0 and R2 > 0 indicate?") != leakage.normalise(
+        "What does R1 > 0 and R2 < 0 indicate?")
+    assert leakage.normalise("r1<0") == leakage.normalise("R1 < 0") == "r1 < 0"
+    assert leakage.normalise("It costs 3.5 km/h, 5%!") == "it costs 3.5 km / h 5 %"
+    assert leakage.normalise("x = 3,000") == "x = 3,000"
+
+
+def test_gives_answer_matches_whole_words_either_way_round() -> None:
+    assert leakage.gives_answer("It was made in 1733.", ["1733"])
+    assert leakage.gives_answer("1733", ["in 1733"])  # annotators mark spans of different lengths
+    assert not leakage.gives_answer("17330 lenses", ["1733"])
+    assert not leakage.gives_answer("London", ["1733"])
+
+
+# Two false positives met on a SQuAD-Shifts import, and the true leaks the guard must still catch.
+SHIFTS_EVAL = [
+    ("e1", "What does R1 < 0 and R2 > 0 indicate?", ["a meniscus lens"]),
+    ("e2", "When was the compound achromatic lens created?", ["1733"]),
+]
+
+
+def test_different_questions_with_different_answers_are_not_leakage() -> None:
+    train = [TrainText("What does R1 > 0 and R2 < 0 indicate?", "What does R1 > 0 and R2 < 0 indicate?\na biconvex lens",
+                       "a biconvex lens"),
+             TrainText("Where was the compound achromatic lens created?",
+                       "Where was the compound achromatic lens created?\nEngland", "England")]
+    r = leakage.classify(SHIFTS_EVAL, train, _toy_embed)
+    assert r.counts == {"verbatim": 0, "near_verbatim": 0, "paraphrase": 0, "unrelated": 2}
+
+
+def test_true_leaks_are_still_caught() -> None:
+    train = [TrainText("what does r1 < 0 and r2 > 0 indicate", "…\nA meniscus lens.", "A meniscus lens."),  # same Q, same A
+             TrainText("When was the compound achromatic lens invented?", "…\nin 1733", "in 1733")]  # re-worded, same A
+    r = leakage.classify(SHIFTS_EVAL, train, _toy_embed)
+    assert [m.eval_id for m in r.verbatim] == ["e1"]
+    assert [m.eval_id for m in r.near_verbatim] == ["e2"]
+
+
+def test_same_question_with_another_answer_is_not_verbatim() -> None:
+    train = [TrainText("When was the compound achromatic lens created?", "…\n1758", "1758")]
+    assert leakage.classify(SHIFTS_EVAL[1:], train, _toy_embed).counts["verbatim"] == 0

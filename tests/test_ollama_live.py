@@ -70,3 +70,22 @@ def test_dead_server_is_restarted_on_next_call(live_settings: Settings, ollama_s
     assert serving.running_server(live_settings) is not None
     runners = serving._runner_pids(live_settings)
     assert len(runners) == 1  # the dead server's runner was cleaned up; only the new one is left
+
+
+def test_first_create_on_a_fresh_server_passes_its_smoke_test(tmp_path_factory: pytest.TempPathFactory,
+                                                              live_settings: Settings) -> None:
+    """Ollama 0.11.4 quantises wrongly until its server process has loaded a model ("6666…");
+    ragft's create never quantises in a cold server, so the first create is right the first time."""
+    from pipelines import models
+
+    s = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("fresh-server")})
+    server = serving.start_server(s, print)  # a new process and an empty models directory
+    try:
+        log: list[str] = []
+        name = models.ensure_served(models.get_spec("smollm2-135m", s), s, server, log.append)
+        assert not [m for m in log if "failed its smoke test" in m], log
+        gen = serving.generate(server, s.model_copy(update={"max_tokens": 16}), name, "Say hello in one short sentence.")
+        assert gen.text.strip() and not models.looks_degenerate(gen.text)
+        assert not [m for m in serving.served_models(server, s) if "staging" in m]  # the f16 step is cleaned up
+    finally:
+        serving.stop_server(s)
