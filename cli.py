@@ -42,6 +42,28 @@ def main() -> None:
         sys.exit(1)
 
 
+def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table when it fits the terminal, else one block per row: ids and model names are never cut.
+
+    Users copy run ids into --resume and model names into `ollama run`; a table squeezed into
+    80 columns would fold or cut exactly those strings.
+    """
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    if console.measure(table, options=console.options.update(width=100_000)).maximum <= console.width:
+        console.print(table)
+        return
+    console.print(f"[bold]{title}[/]")
+    width = max(len(c) for c in columns[1:])
+    for first, *rest in rows:
+        console.print(f"[bold]{first}[/]", soft_wrap=True)
+        for col, value in zip(columns[1:], rest, strict=True):
+            console.print(f"  {col:<{width}}  {value}", soft_wrap=True, highlight=False)
+
+
 @app.command("doctor")
 def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     """Check Ollama, the models, torch and disk; exit 1 when something needed is missing."""
@@ -76,21 +98,19 @@ def models_cmd(data_dir: DataDirOpt = None) -> None:
     settings = _settings(None, data_dir)
     server = serving.running_server(settings)
     served = serving.served_models(server, settings) if server else {}
-    table = Table(title="base models")
-    for col in ("name", "description", "license", "weights", "served as"):
-        table.add_column(col, overflow="fold")
+    rows: list[tuple[str, ...]] = []
     for name in models.known_models():
         try:
             spec = models.get_spec(name, settings)
         except RagftError as exc:
-            table.add_row(name, exc.message, "", "", "")
+            rows.append((name, exc.message, "", "", ""))
             continue
         ollama_name = models.served_name(spec, settings)
         ready = spec.hf_dir is not None or models.weights_ready(models.hf_dir(spec, settings))
         is_served = ollama_name in served or f"{ollama_name}:latest" in served
-        table.add_row(name + (" (default)" if name == settings.model else ""), spec.description, spec.license,
-                      "prepared" if ready else "-", ollama_name if is_served else "-")
-    console.print(table)
+        rows.append((name + (" (default)" if name == settings.model else ""), spec.description, spec.license,
+                     "prepared" if ready else "-", ollama_name if is_served else "-"))
+    _listing("base models", ("name", "description", "license", "weights", "served as"), rows)
 
 
 @app.command("ask")
@@ -213,15 +233,14 @@ def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
     """List fine-tune runs with their status, leakage counts and measurements."""
     from pipelines import finetune as ft
 
-    table = Table(title="fine-tune runs")
-    for col in ("run id", "status", "recipes", "leakage (verbatim/near/paraphrase)", "steps", "tok/s", "model"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for r in ft.list_runs(_settings(None, data_dir)):
         lk, t = r.get("leakage", {}), r.get("training", {})
-        table.add_row(r["run_id"], r["status"], ",".join(r["recipes"]),
-                      f"{lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/{lk.get('paraphrase', '-')}",
-                      str(t.get("steps", "-")), str(t.get("tokens_per_s", "-")), str(r.get("ollama_model", "-")))
-    console.print(table)
+        rows.append((r["run_id"], r["status"], ",".join(r["recipes"]),
+                     f"{lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/{lk.get('paraphrase', '-')}",
+                     str(t.get("steps", "-")), str(t.get("tokens_per_s", "-")), str(r.get("ollama_model", "-"))))
+    _listing("fine-tune runs", ("run id", "status", "recipes", "leakage (verbatim/near/paraphrase)", "steps", "tok/s",
+                                "model"), rows)
 
 
 @app.command("eval")
@@ -350,14 +369,10 @@ def runs_cmd(data_dir: DataDirOpt = None) -> None:
     from eval.runner import run_status
     from eval.store import Store
 
-    table = Table(title="evaluation runs")
-    for col in ("run id", "corpus", "arms", "answers", "status", "created"):
-        table.add_column(col, overflow="fold")
     settings = _settings(None, data_dir)
-    for r in Store(settings.runs_db).runs():
-        table.add_row(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), run_status(settings, r),
-                      datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"))
-    console.print(table)
+    rows = [(r["run_id"], r["corpus"], ",".join(r["arms"]), str(r["n_answers"]), run_status(settings, r),
+             datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M")) for r in Store(settings.runs_db).runs()]
+    _listing("evaluation runs", ("run id", "corpus", "arms", "answers", "status", "created"), rows)
 
 
 @app.command("report")

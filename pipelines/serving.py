@@ -174,6 +174,16 @@ def build_record(settings: Settings) -> dict[str, object] | None:
     return files.read_json(settings.bin_dir / "build.json")
 
 
+def go_install(go: str, version: str, flags: str, gobin: Path) -> subprocess.CompletedProcess[str]:
+    """`go install` of the Ollama module with cgo `flags` into `gobin` (the build itself, nothing else)."""
+    env = dict(os.environ, CGO_ENABLED="1", CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOBIN=str(gobin))
+    return subprocess.run(
+        # go install leaves the version at 0.0.0 unless the release's ldflag is set
+        [go, "install", f"-ldflags=-X {OLLAMA_MODULE}/version.Version={version.lstrip('v')}", f"{OLLAMA_MODULE}@{version}"],
+        env=env, capture_output=True, text=True,
+    )
+
+
 def build_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
     """`go install` Ollama into the cache. Nothing is left behind when it fails."""
     go = shutil.which("go")
@@ -186,17 +196,11 @@ def build_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.bin_dir))
     chosen = machine_build_flags(settings)
     flags = chosen.flags
-    env = dict(os.environ, CGO_ENABLED="1", CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOBIN=str(staging))
     log(f"building Ollama {settings.ollama_version} from the Go module proxy (several minutes, once per machine); "
         f"CGO_CFLAGS={flags!r} ({chosen.why})")
     started = time.monotonic()
     try:
-        proc = subprocess.run(
-            # go install leaves the version at 0.0.0 unless the release's ldflag is set
-            [go, "install", f"-ldflags=-X {OLLAMA_MODULE}/version.Version={settings.ollama_version.lstrip('v')}",
-             f"{OLLAMA_MODULE}@{settings.ollama_version}"],
-            env=env, capture_output=True, text=True,
-        )
+        proc = go_install(go, settings.ollama_version, flags, staging)
         if proc.returncode != 0 or not (staging / "ollama").is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise OllamaUnavailable(

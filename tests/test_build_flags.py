@@ -85,3 +85,18 @@ def test_recorded_build_used_the_flags_this_cpu_needs(live_settings: Settings, o
     assert record["build_seconds"] > 0 and record["version"]
     if chosen.amx:
         assert set(serving.AMX_OFF) & set(str(record["flags"]).split())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("go") is None or shutil.which("gcc") is None, reason="needs Go and gcc")
+def test_ollama_links_when_compiled_for_an_amx_cpu(tmp_path: Path, settings: Settings) -> None:
+    """The real build for a Sapphire Rapids target (AMX), on any x86-64 machine: it links with the chosen flags.
+
+    Without -mno-amx-* this very build fails with `undefined reference to ggml_backend_amx_buffer_type()`.
+    The binary is never run: this CPU may lack the instructions it was compiled for.
+    """
+    chosen = serving.build_flags(XEON_AMX, lambda f: serving.compiler_accepts(f, ("gcc", "g++")))
+    flags = chosen.flags.replace("-march=native", "-march=sapphirerapids")
+    proc = serving.go_install(shutil.which("go") or "go", settings.ollama_version, flags, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "ollama").is_file()

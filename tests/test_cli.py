@@ -66,3 +66,27 @@ def test_corpus_import_and_show(tmp_path: Path) -> None:
     assert code == 0 and "63 docs" in out
     code, out = _run("corpus", "show", "sq")
     assert code == 0 and "CC BY-SA 4.0" in out
+
+
+def test_ids_and_model_names_are_never_cut_in_an_80_column_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ids and model names are what a user copies into --resume or `ollama run`: whole, on one line."""
+    import json
+
+    from pipelines import finetune as ft
+    from pipelines.config import Settings
+
+    run_id = "20261124T101500-squad-shifts-new-york-times-smollm2-135m"
+    model = "ragft-smollm2-135m-squad-shifts-new-york-times-ft-v2:q8_0"
+    run_dir = ft.runs_dir(Settings()) / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_id": run_id, "status": "served", "recipes": ["qa"], "ollama_model": model,
+        "leakage": {"verbatim": 0, "near_verbatim": 1, "paraphrase": 8}, "training": {"steps": 40, "tokens_per_s": 150.2}}))
+    for width in (80, 200):
+        monkeypatch.setattr(cli.console, "width", width)
+        code, out = _run("finetune-runs")
+        assert code == 0 and "…" not in out
+        lines = out.splitlines()
+        assert any(run_id in line for line in lines) and any(model in line for line in lines), out
+        code, out = _run("models")
+        assert code == 0 and "…" not in out and any("ragft-smollm2-135m" in line or "smollm2-135m" in line for line in lines)
