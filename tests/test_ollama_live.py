@@ -31,10 +31,14 @@ def test_round_trip_answers_with_timings(live_settings: Settings, ollama_server:
 
 
 def test_base_arm_is_deterministic(live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    """Temperature 0, and no answer depends on the request before it (Ollama's prompt cache is emptied first)."""
     arm = get_arm("base", live_settings, ollama_server)
     first = arm.answer("Name a primary colour.")
-    second = arm.answer("Name a primary colour.")
-    assert first.text == second.text and first.model == base_model
+    second = arm.answer("Name a primary colour.")  # would reuse the whole cached prompt
+    arm.answer("What is the capital of France?")
+    third = arm.answer("Name a primary colour.")  # would reuse the shared system-prompt prefix
+    assert first.text == second.text == third.text and first.model == base_model
+    assert first.generation.prompt_tokens == third.generation.prompt_tokens  # the whole prompt was evaluated
 
 
 def test_running_server_is_reused(live_settings: Settings, ollama_server: serving.Server) -> None:
