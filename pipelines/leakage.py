@@ -52,12 +52,13 @@ def gives_answer(text: str, answers: Sequence[str]) -> bool:
     SQuAD's annotators mark spans of different lengths for one fact ("1733" and "in 1733"),
     so an answer inside the other counts as the same answer.
     """
-    t = f" {normalise(text)} "
-    for a in answers:
-        na = normalise(a)
-        if na and (f" {na} " in t or (t.strip() and f" {t.strip()} " in f" {na} ")):
-            return True
-    return False
+    return _gives(normalise(text), [normalise(a) for a in answers])
+
+
+def _gives(norm_text: str, norm_answers: Sequence[str]) -> bool:
+    """`gives_answer` on texts normalised already (the guard normalises each text once)."""
+    t = f" {norm_text} "
+    return any(na and (f" {na} " in t or (norm_text and f" {norm_text} " in f" {na} ")) for na in norm_answers)
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -130,10 +131,6 @@ class TrainText:
     text: str
     answer: str | None = None
 
-    @property
-    def answer_text(self) -> str:
-        return self.answer if self.answer is not None else self.text
-
 
 def classify(
     eval_items: Sequence[tuple[str, str, Sequence[str]]],  # (id, question, answers)
@@ -149,24 +146,25 @@ def classify(
     for i, t in enumerate(train):
         if t.question:
             by_question.setdefault(normalise(t.question), []).append(i)
-    norm_train_text = [normalise(t.text) for t in train]
+    norm_text = [normalise(t.text) for t in train]
+    norm_answer = [normalise(t.answer) if t.answer is not None else norm_text[i] for i, t in enumerate(train)]
     train_questions = [t.question or t.text for t in train]
     eval_vecs = embed([q for _, q, _ in eval_items])
     train_vecs = embed(train_questions)
     sims = eval_vecs @ train_vecs.T  # embeddings are unit length
     for row, (qid, question, answers) in enumerate(eval_items):
         nq = normalise(question)
-        same = next((i for i in by_question.get(nq, []) if gives_answer(train[i].answer_text, answers)), None)
+        nas = [normalise(a) for a in answers]
+        same = next((i for i in by_question.get(nq, []) if _gives(norm_answer[i], nas)), None)
         if same is not None:
             report.verbatim.append(Match(qid, question, train[same].text, 1.0))
             continue
-        holder = next((i for i, t in enumerate(norm_train_text)
-                       if nq and f" {nq} " in f" {t} " and gives_answer(train[i].text, answers)), None)
+        holder = next((i for i, t in enumerate(norm_text) if nq and f" {nq} " in f" {t} " and _gives(t, nas)), None)
         if holder is not None:
             report.verbatim.append(Match(qid, question, train[holder].text, 1.0))
             continue
         # Only training examples that give this item's answer can leak it.
-        candidates = [i for i in range(len(train)) if gives_answer(train[i].answer_text, answers)]
+        candidates = [i for i in range(len(train)) if _gives(norm_answer[i], nas)]
         overlaps = {i: ngram_overlap(question, train_questions[i]) for i in candidates}
         best = max(overlaps, key=overlaps.__getitem__, default=None)
         if best is not None and overlaps[best] >= thresholds.near_verbatim_5gram:

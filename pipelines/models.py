@@ -402,7 +402,7 @@ def _create_quantised(server: object, settings: Settings, name: str, modelfile_t
     serving.create_model(server, settings, staging, modelfile_text, None)
     try:
         serving.generate(server, settings.model_copy(update={"max_tokens": 1}), staging, "Hi")
-        rest = modelfile_text.split("\n", 1)[1] if modelfile_text.startswith("FROM ") else modelfile_text
+        rest = modelfile_text.split("\n", 1)[1]  # modelfile() puts FROM on its first line
         serving.create_model(server, settings, name, f"FROM {staging}\n{rest}", settings.quantization)
     finally:
         with contextlib.suppress(Exception):  # a staging model left behind is harmless; never mask the real error

@@ -7,6 +7,7 @@ identical; this module is the only place that starts processes or talks to Ollam
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -103,6 +104,7 @@ def cpu_flags(cpuinfo: str) -> set[str]:
     return found
 
 
+@functools.cache  # `go env` is asked once per process, not once per flag probed
 def _compiler(name: str, default: str) -> str:
     go = shutil.which("go")
     if go:
