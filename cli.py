@@ -92,24 +92,48 @@ def setup_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     console.print(f"[green]ready:[/] base model [bold]{name}[/] ({spec.description}; license {spec.license})")
 
 
-@app.command("models")
+models_app = typer.Typer(help="List the base models, or add your own (a GGUF file or HF folder).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_main(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
+    """List the base models ragft knows and which are prepared and served (`models add` adds yours)."""
+    if ctx.invoked_subcommand is None:
+        models_cmd(data_dir)
+
+
+@models_app.command("add")
+def models_add_cmd(
+    path: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face model folder (safetensors + tokenizer).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name to use with --model, e.g. my-model.")],
+    template: Annotated[str | None, typer.Option(
+        help="Chat format when the model's own is not recognised: chatml, gemma, llama3 or phi3.")] = None,
+    license: Annotated[str | None, typer.Option(help="The model's licence, shown in reports.")] = None,
+    prepare: Annotated[bool, typer.Option(help="Convert and create it in Ollama now (else on first use).")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Register a model a team will deploy; it takes the built-in models' route (same quantisation, all four arms)."""
+    from pipelines import local_models
+
+    settings = _settings(None, data_dir)
+    added = local_models.add_model(path, name, settings, template, license, builtin=tuple(models.REGISTRY))
+    console.print(f"[green]added[/] {added.name}: {added.architecture} ({added.kind}, {added.template} chat format) "
+                  f"from {added.path}")
+    if prepare:
+        server = serving.ensure_server(settings, console.print)
+        served = models.ensure_served(models.get_spec(name, settings), settings, server, console.print)
+        console.print(f"[green]ready:[/] {served}")
+    console.print(f"use it with --model {name} (or RAGFT_MODEL={name})")
+
+
+@models_app.command("list")
 def models_cmd(data_dir: DataDirOpt = None) -> None:
     """List the base models ragft knows and which are prepared and served."""
     settings = _settings(None, data_dir)
-    server = serving.running_server(settings)
-    served = serving.served_models(server, settings) if server else {}
-    rows: list[tuple[str, ...]] = []
-    for name in models.known_models():
-        try:
-            spec = models.get_spec(name, settings)
-        except RagftError as exc:
-            rows.append((name, exc.message, "", "", ""))
-            continue
-        ollama_name = models.served_name(spec, settings)
-        ready = spec.hf_dir is not None or models.weights_ready(models.hf_dir(spec, settings))
-        is_served = ollama_name in served or f"{ollama_name}:latest" in served
-        rows.append((name + (" (default)" if name == settings.model else ""), spec.description, spec.license,
-                     "prepared" if ready else "-", ollama_name if is_served else "-"))
+    rows = [(str(r["model"]) + (" (default)" if r["default"] else ""), str(r["description"]),
+             str(r.get("license", "")), "prepared" if r["prepared"] else "-", str(r["served as"]) if r["served"] else "-")
+            for r in doctor.model_rows(settings, serving.running_server(settings))]
     _listing("base models", ("name", "description", "license", "weights", "served as"), rows)
 
 
@@ -327,7 +351,7 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
 
 
 def _print_summary(summary: dict) -> None:
-    from eval.report import fmt_estimate
+    from eval.report import agreement_line, fmt_estimate
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
@@ -357,6 +381,8 @@ def _print_summary(summary: dict) -> None:
         console.print(f"  judge: {judge['model']} at {judge['endpoint']}")
         if judge.get("warning"):
             err.print(f"[yellow]warning:[/] {judge['warning']}")
+        if summary.get("judge_agreement"):
+            console.print(f"  {agreement_line(summary['judge_agreement'])}")
         for metric, per in (summary.get("judge_failures") or {}).items():
             err.print(f"[yellow]judge failures[/] {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
 

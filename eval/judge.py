@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,7 @@ def api_key(spec: JudgeSpec) -> str:
 def resolve(judge: str, settings: Settings, server: Any, generator_models: Sequence[str],
             log: Any = print) -> JudgeSpec:
     """Turn `--judge NAME` into an endpoint and model; prepares a registry model on ragft's Ollama."""
+    selected_metrics(settings)  # a bad metric list fails before any answer is generated
     if settings.judge_base_url:
         url = settings.judge_base_url.rstrip("/")
         if not url.startswith(("http://", "https://")):
@@ -76,7 +78,7 @@ def resolve(judge: str, settings: Settings, server: Any, generator_models: Seque
         return JudgeSpec(judge, url, False, judge in generator_models)
     from pipelines import serving
 
-    if judge in models.known_models() and judge != "custom":
+    if judge in models.known_models(settings) and judge != "custom":
         name = models.ensure_served(models.get_spec(judge, settings), settings, server, log)
     else:
         served = serving.served_models(server, settings)
@@ -117,13 +119,15 @@ class Judge:
                             provider="openai", model_args=InstructorModelArgs(
                                 temperature=0.0, top_p=1.0, max_tokens=settings.judge_max_tokens),
                             seed=settings.seed)
-        self.metrics: dict[str, Any] = {
+        metrics: dict[str, Any] = {
             "answer_accuracy": AnswerAccuracy(llm=llm, max_retries=1),
             "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=embeddings.ragas_embedding()),
             "faithfulness": Faithfulness(llm=llm),
             "context_precision": ContextPrecisionWithReference(llm=llm, name="context_precision"),
             "context_recall": ContextRecall(llm=llm),
         }
+        self.metrics = {name: metrics[name] for name in selected_metrics(settings)}
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.metrics}  # wall time per verdict
 
     def close(self) -> None:
         self._loop.close()
@@ -136,6 +140,7 @@ class Judge:
             if name in NEEDS_CONTEXT and not contexts:
                 continue
             inputs = _inputs(name, question, text, reference, contexts)
+            started = time.perf_counter()
             try:
                 result = self._loop.run(asyncio.wait_for(metric.ascore(**inputs), self.timeout_s))
                 value = result.value
@@ -151,7 +156,25 @@ class Judge:
                 rows.append((arm, qid, name, None, f"TimeoutError: no verdict within {self.timeout_s:.0f} s"))
             except Exception as exc:  # parse errors, HTTP errors, validation: recorded with the reason
                 rows.append((arm, qid, name, None, f"{type(exc).__name__}: {exc}"[:300]))
+            self.seconds[name].append(time.perf_counter() - started)
         return rows
+
+    def timing(self) -> dict[str, dict[str, float]]:
+        """Verdicts given in this process and their mean wall time, per metric."""
+        return {m: {"verdicts": len(v), "seconds_per_verdict": round(sum(v) / len(v), 2)}
+                for m, v in self.seconds.items() if v}
+
+
+def selected_metrics(settings: Settings) -> list[str]:
+    """The judge metrics to compute (`judge_metrics`, comma-separated, or "all"); each costs judge calls."""
+    if settings.judge_metrics.strip() == "all":
+        return list(JUDGE_METRICS)
+    chosen = [m.strip() for m in settings.judge_metrics.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in JUDGE_METRICS]
+    if unknown or not chosen:
+        raise ConfigError(f"judge metric(s) {', '.join(unknown) or '(none)'} unknown",
+                          f"set RAGFT_JUDGE_METRICS to 'all' or a comma-separated list of: {', '.join(JUDGE_METRICS)}")
+    return chosen
 
 
 def _with_json_schema(create: Any) -> Any:

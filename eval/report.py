@@ -15,7 +15,7 @@ from eval import injection
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
-from eval.stats import bootstrap_ci, paired_compare
+from eval.stats import agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
 
@@ -93,7 +93,8 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     return {
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
         "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
-        "judge_failures": _judge_failures(scores), "events": store.events(run_id), "injection": injection.scan(answers),
+        "judge_failures": _judge_failures(scores), "judge_agreement": _judge_agreement(by, arms, qids, run["info"] or {}),
+        "events": store.events(run_id), "injection": injection.scan(answers),
         "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
                         "tokens_per_s": c.tokens_per_s,
                         "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
@@ -123,6 +124,44 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
             rows.append({"metric": m, "arm": arm, "a": x, "b": y,
                          "change": None if x is None or y is None else y - x})
     return rows
+
+
+JUDGE_THRESHOLD = 0.5  # answer accuracy at or above this counts as "correct" when compared with contains
+
+
+def _judge_agreement(by: dict[tuple[str, str, str], dict[str, Any]], arms: list[str], qids: list[str],
+                     info: dict[str, Any]) -> dict[str, Any] | None:
+    """How far the judge can be trusted here: its answer accuracy against reference-contained, per answer.
+
+    Reference-contained is mechanical and knows nothing of paraphrase, so disagreement is not
+    all the judge's fault; but a judge that agrees with it no better than chance (κ ≈ 0) is not
+    one to act on.
+    """
+    pairs = [(by[(arm, q, "answer_accuracy")], by.get((arm, q, PRIMARY))) for arm in arms for q in qids
+             if (arm, q, "answer_accuracy") in by]
+    if not pairs:
+        return None
+    both = [(j["value"] >= JUDGE_THRESHOLD, bool(c["value"])) for j, c in pairs
+            if j["value"] is not None and c is not None and c["value"] is not None]
+    agree = agreement([x for x, _ in both], [y for _, y in both])
+    failed = sum(1 for j, _ in pairs if j["value"] is None)
+    timing = (info.get("judge_timing") or {}).get("answer_accuracy")
+    return {"metric": "answer_accuracy", "versus": PRIMARY, "threshold": JUDGE_THRESHOLD, "n": agree.n,
+            "agreement": agree.agreement if agree.n else None, "kappa": agree.kappa,
+            "judge_correct": agree.positive_a, "contains_correct": agree.positive_b,
+            "verdicts": len(pairs), "failed": failed, "failure_rate": failed / len(pairs),
+            "seconds_per_verdict": timing["seconds_per_verdict"] if timing else None,
+            "timed_verdicts": timing["verdicts"] if timing else 0}
+
+
+def agreement_line(a: dict[str, Any]) -> str:
+    """One sentence for the CLI, the app and report.html."""
+    kappa = "undefined (one label throughout)" if a["kappa"] is None else f"{a['kappa']:.2f}"
+    agree = "n/a" if a["agreement"] is None else f"{a['agreement']:.0%}"
+    speed = f"; {a['seconds_per_verdict']:.1f} s per verdict" if a.get("seconds_per_verdict") else ""
+    return (f"judge vs reference-contained on {a['n']} answers (answer accuracy ≥ {a['threshold']:g} = correct): "
+            f"agreement {agree}, Cohen's κ {kappa}; judge says correct {a['judge_correct']}, contains "
+            f"{a['contains_correct']}; {a['failed']} of {a['verdicts']} verdicts failed ({a['failure_rate']:.0%}){speed}")
 
 
 def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -228,8 +267,10 @@ def _judge_html(summary: dict[str, Any]) -> str:
                "precision and recall) were not computed.</p>"
     fails = summary.get("judge_failures") or {}
     rows = "".join(f"<li>{e(m)}: " + ", ".join(f"{n} × {e(r)}" for r, n in per.items()) + "</li>" for m, per in fails.items())
+    agree = summary.get("judge_agreement")
     return (f"<p>judge <code>{e(j['model'])}</code> at {e(j['endpoint'])}</p>"
             + (f"<p class=fail>warning: {e(j['warning'])}</p>" if j.get("warning") else "")
+            + (f"<p>{e(agreement_line(agree))}</p>" if agree else "")
             + (f"<p>Failed verdicts (counted in the quality table, never dropped):</p><ul>{rows}</ul>" if rows
                else "<p>Every judge verdict was parsed.</p>"))
 

@@ -141,6 +141,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         finally:
             if judge:
                 judge.close()
+        if judge and judge.timing():
+            info["judge_timing"] = judge.timing()
         store.set_status(run_id, "done", info)
     finally:
         lock.release()

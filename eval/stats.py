@@ -59,3 +59,26 @@ def paired_compare(a_name: str, a: list[float], b_name: str, b: list[float], a_c
         only_a = sum(1 for ac, bc in zip(a_correct, b_correct, strict=True) if ac and not bc)
         p_mc = float(sps.binomtest(only_b, only_b + only_a, 0.5).pvalue) if only_a + only_b else 1.0
     return Paired(a_name, b_name, est, p, int((d > 0).sum()), int((d < 0).sum()), int((d == 0).sum()), p_mc)
+
+
+@dataclass
+class Agreement:
+    n: int
+    agreement: float  # share of items both raters label alike
+    kappa: float | None  # Cohen's κ; None when it is undefined (one rater gave a single label throughout)
+    positive_a: int
+    positive_b: int
+
+
+def agreement(a: list[bool], b: list[bool]) -> Agreement:
+    """Percent agreement and Cohen's κ of two binary raters on the same items."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) != len(b):
+        raise ValueError(f"raters labelled {len(a)} and {len(b)} items")
+    if not a:
+        return Agreement(0, float("nan"), None, 0, 0)
+    same = sum(x == y for x, y in zip(a, b, strict=True))
+    # κ is 0/0 when both raters use one label only; sklearn then warns and returns NaN
+    kappa = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 and len(set(a)) > 1 and len(set(b)) > 1 else None
+    return Agreement(len(a), same / len(a), kappa, sum(a), sum(b))

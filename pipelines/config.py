@@ -79,12 +79,16 @@ class Settings(BaseSettings):
     answer_retries: int = 4  # attempts per answer when Ollama goes away mid-run …
     retry_backoff_s: float = 2.0  # … pausing 2, 4, 8 s between them
     num_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    train_device: str = "auto"  # auto | cpu | cuda (train.choose_device)
 
     # Model (same for every arm: fairness)
     model: str = "smollm2-135m"
     quantization: str = "q8_0"
     custom_ollama_model: str | None = None  # model name "custom": an existing Ollama model …
     custom_hf_dir: Path | None = None  # … and the HF weights it was made from (for fine-tuning)
+    # Models a team brings, by hand: [models.NAME] path = "…", optional template, license
+    # (`ragft models add` records its entries in <data_dir>/models.json instead).
+    models: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     # Corpora and retrieval (a corpus's [retrieval] table overrides these)
     max_file_mb: float = 50.0
@@ -108,6 +112,7 @@ class Settings(BaseSettings):
     judge_base_url: str | None = None
     judge_timeout_s: float = 120.0  # per metric and answer
     judge_max_tokens: int = 512
+    judge_metrics: str = "all"  # or a comma-separated subset, e.g. "answer_accuracy" (fewer judge calls)
 
     @field_validator("quantization")
     @classmethod
@@ -122,6 +127,13 @@ class Settings(BaseSettings):
     def _known_mode(cls, v: str) -> str:
         if v not in ("dense", "bm25", "hybrid"):
             raise ValueError(f"'{v}' is not a retrieval mode; choose dense, bm25 or hybrid")
+        return v
+
+    @field_validator("train_device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"'{v}' is not a training device; choose auto, cpu or cuda")
         return v
 
     @field_validator("ollama_port")

@@ -50,7 +50,7 @@ def run_checks(settings: Settings) -> list[Check]:
     if spec is not None:
         name = models.served_name(spec, settings)
         weights = models.hf_dir(spec, settings)
-        ready = spec.hf_dir is not None or models.weights_ready(weights)
+        ready = models.prepared(spec, settings)
         checks.append(Check("base weights", ready, f"{spec.name}: {weights}" + ("" if ready else " (not prepared)"),
                             "" if ready else "run `ragft setup`"))
         if server:
@@ -60,8 +60,14 @@ def run_checks(settings: Settings) -> list[Check]:
 
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    checks.append(Check("torch device", True, f"{device} (torch {torch.__version__}, {torch.get_num_threads()} threads)"))
+    from pipelines.train import detect_device
+
+    try:
+        dev = detect_device(settings.train_device)
+        checks.append(Check("training device", True, f"{dev.name}: {dev.why} (torch {torch.__version__}, "
+                                                     f"{settings.num_threads} threads)"))
+    except RagftError as exc:
+        checks.append(Check("training device", False, exc.message, exc.fix or ""))
     data = settings.data_dir.expanduser()
     probe = data if data.exists() else data.parent
     while not probe.exists():
@@ -77,7 +83,13 @@ def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[s
     """Every base model ragft knows: prepared (weights converted) and served (on the server now)."""
     served = serving.served_models(server, settings) if server else {}
     rows: list[dict[str, object]] = []
-    for name in models.known_models():
+    try:
+        names = models.known_models(settings)
+    except RagftError as exc:  # a broken models.json or ragft.toml entry is shown, the rest still listed
+        names = models.known_models()
+        rows.append({"model": "(added models)", "default": False, "description": exc.message,
+                     "prepared": False, "served": False, "served as": "", "fix": exc.fix or ""})
+    for name in names:
         try:
             spec = models.get_spec(name, settings)
         except RagftError as exc:
@@ -85,9 +97,10 @@ def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[s
                          "prepared": False, "served": False, "served as": "", "fix": exc.fix or ""})
             continue
         served_as = models.served_name(spec, settings)
-        prepared = spec.hf_dir is not None or models.weights_ready(models.hf_dir(spec, settings))
+        prepared = models.prepared(spec, settings)
         on_server = served_as in served or f"{served_as}:latest" in served
         rows.append({"model": name, "default": name == settings.model, "description": spec.description,
+                     "license": spec.license,
                      "prepared": prepared, "served": on_server, "served as": served_as,
                      "fix": "" if prepared and on_server else f"`ragft setup --model {name}`"})
     return rows

@@ -283,7 +283,8 @@ def finetune(
     log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
     stage("loading model…" if not resume_run else "loading checkpoint…")
     result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
-                        progress=progress, stop_after_steps=stop_after_steps)
+                        progress=progress, stop_after_steps=stop_after_steps,
+                        device_request=settings.train_device)
     if result["status"] == "interrupted":
         record["status"] = "interrupted"
         files.write_json(run_dir / "run.json", record, indent=1)

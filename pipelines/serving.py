@@ -27,7 +27,7 @@ import ollama
 
 from pipelines import files
 from pipelines.config import Settings
-from pipelines.errors import ModelPrepError, OllamaUnavailable
+from pipelines.errors import ConfigError, ModelPrepError, OllamaUnavailable
 
 Log = Callable[[str], None]
 OLLAMA_MODULE = "github.com/ollama/ollama"
@@ -584,6 +584,13 @@ def _generate_once(server: Server, settings: Settings, model: str, prompt: str, 
     if final is None:
         raise OllamaUnavailable(f"Ollama closed the stream for '{model}' before it was done")
     ns = 1e-6
+    used = (final.prompt_eval_count or 0) + (final.eval_count or 0)
+    if used >= settings.num_ctx:
+        # Ollama cuts a prompt that does not fit num_ctx (and shifts the window while decoding)
+        # without an error: the answer would come from a prompt other than the one shown.
+        raise ConfigError(f"'{model}' filled its context window: {final.prompt_eval_count} prompt + "
+                          f"{final.eval_count} answer tokens ≥ num_ctx {settings.num_ctx}, so Ollama cut the prompt",
+                          f"raise RAGFT_NUM_CTX (now {settings.num_ctx}) or lower top_k/chunk_size")
     return Generation(
         text="".join(parts),
         model=model,

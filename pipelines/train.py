@@ -102,6 +102,42 @@ def _collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+@dataclass(frozen=True)
+class Device:
+    """Where LoRA trains and in which precision its forward pass runs."""
+
+    name: str  # "cpu" | "cuda"
+    autocast_bf16: bool  # master weights stay fp32; only the forward pass runs in bf16
+    why: str
+
+
+def choose_device(requested: str, cuda_available: bool, bf16_supported: bool) -> Device:
+    """Pure choice of the training device, testable without a GPU.
+
+    `auto` takes CUDA when torch sees it. bf16 autocast is used only where the GPU supports it
+    (Ampere and later): fp16 autocast would need a loss scaler, and fp32 is always correct.
+    CPU training stays fp32 — bf16 matmuls on CPUs without AMX/AVX512-BF16 are slower, and
+    CPUs of one kind differ in that.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise TrainingError(f"train device '{requested}' is unknown", "use auto, cpu or cuda")
+    if requested == "cpu" or (requested == "auto" and not cuda_available):
+        return Device("cpu", False, "requested" if requested == "cpu" else "no CUDA device visible to torch")
+    if not cuda_available:
+        raise TrainingError("train device 'cuda' was requested but torch sees no CUDA device",
+                            "install a CUDA build of torch, or set RAGFT_TRAIN_DEVICE=auto")
+    if bf16_supported:
+        return Device("cuda", True, "CUDA with bf16 support: bf16 autocast, fp32 master weights")
+    return Device("cuda", False, "CUDA without bf16 support: fp32")
+
+
+def detect_device(requested: str) -> Device:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return choose_device(requested, cuda, cuda and torch.cuda.is_bf16_supported())
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -115,6 +151,7 @@ def train_lora(
     resume: bool = False,
     progress: Progress | None = None,
     stop_after_steps: int | None = None,  # for interruption tests and dry runs
+    device_request: str = "auto",
 ) -> dict[str, Any]:
     """Train a LoRA adapter on `examples`; returns the measurements of the run."""
     import torch
@@ -125,7 +162,8 @@ def train_lora(
     if not examples:
         raise TrainingError("no training examples", "choose a recipe the corpus has data for")
     torch.set_num_threads(threads)  # deliberate: torch's default may oversubscribe 2 cores
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = detect_device(device_request)
+    device = dev.name
     torch.manual_seed(params.seed)
     random.seed(params.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -168,7 +206,8 @@ def train_lora(
             batch = _collate([examples[i] for i in batches[b]], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             try:
-                loss = model(**batch).loss
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.autocast_bf16):
+                    loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at step {step + 1}",
                                         f"lower --lr (now {params.lr}); checkpoints are kept in {ckpt_dir}")
@@ -205,7 +244,7 @@ def train_lora(
     return {
         "status": "trained", "steps": step, "total_steps": total_steps, "examples": len(examples),
         "train_tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1) if wall else 0.0,
-        "peak_rss_mb": round(peak_rss_mb(), 1), "device": device, "threads": threads,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
         "final_loss": _last_loss(log_path), "params": asdict(params),
     }
 

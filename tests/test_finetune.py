@@ -192,3 +192,28 @@ def test_squad_import_fine_tunes_without_allow_leakage(tmp_path: Path, live_sett
     assert record["leakage"]["verbatim"] == 0 and record["leakage"]["near_verbatim"] == 0
     assert ft.read_losses(ft.runs_dir(s) / record["run_id"])  # an optimizer step was taken
     assert stages[:2] == ["building training data…", "checking leakage…"] and "loading model…" in stages
+
+
+@pytest.mark.parametrize(("requested", "cuda", "bf16", "expected"), [
+    ("auto", False, False, ("cpu", False)),
+    ("auto", True, True, ("cuda", True)),
+    ("auto", True, False, ("cuda", False)),
+    ("cpu", True, True, ("cpu", False)),
+    ("cuda", True, True, ("cuda", True)),
+])
+def test_training_device_choice(requested: str, cuda: bool, bf16: bool, expected: tuple[str, bool]) -> None:
+    from pipelines.train import choose_device
+
+    dev = choose_device(requested, cuda, bf16)
+    assert (dev.name, dev.autocast_bf16) == expected
+    assert dev.why
+
+
+def test_cuda_requested_without_a_gpu_names_the_fix() -> None:
+    from pipelines.train import choose_device
+
+    with pytest.raises(TrainingError) as err:
+        choose_device("cuda", cuda_available=False, bf16_supported=False)
+    assert "RAGFT_TRAIN_DEVICE=auto" in str(err.value.fix)
+    with pytest.raises(TrainingError):
+        choose_device("tpu", cuda_available=True, bf16_supported=True)

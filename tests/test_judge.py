@@ -128,9 +128,31 @@ def test_small_local_judge_end_to_end(demo_env: tuple[Settings, corpora.Corpus],
     assert sum(n for per in summary["judge_failures"].values() for n in per.values()) == stored_failures
     assert sum(v["failures"] for m in judge_mod.JUDGE_METRICS for v in summary["metrics"].get(m, {}).values()) \
         == stored_failures
+    agree = summary["judge_agreement"]  # answer accuracy vs reference-contained, per answer
+    accuracy = [r for r in judged if r["metric"] == "answer_accuracy"]
+    assert agree["verdicts"] == len(accuracy) == 4 and agree["n"] == agree["verdicts"] - agree["failed"]
+    assert agree["timed_verdicts"] == 4 and agree["seconds_per_verdict"] > 0
     html = write_outputs(store, run_id, summary, tmp_path / "out")["report.html"].read_text()
     assert "<h2>Judge</h2>" in html and "generator&#x27;s own model" in html
+    assert "judge vs reference-contained on" in html and "Cohen" in html
     # resuming a finished judged run asks the judge nothing again
     before = len(store.scores(run_id))
     assert run_eval(c, EvalConfig(["base", "rag"], limit=2, seed=3, judge="smollm2-135m"), s, store) == run_id
     assert len(store.scores(run_id)) == before
+
+
+def test_judge_metrics_can_be_narrowed_and_a_bad_name_fails_first(endpoint: tuple[str, type[JudgeEndpoint]],
+                                                                   settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    url, handler = endpoint
+    monkeypatch.setenv("RAGFT_JUDGE_API_KEY", "sk-test")
+    judge = _remote(settings, url, judge_metrics="answer_accuracy")
+    try:
+        rows = judge.score("rag", "q1", QUESTION, "Ida Brandt", "Ida Brandt", PASSAGES)
+    finally:
+        judge.close()
+    assert [r[2] for r in rows] == ["answer_accuracy"]
+    assert list(judge.timing()) == ["answer_accuracy"] and judge.timing()["answer_accuracy"]["verdicts"] == 1
+    with pytest.raises(ConfigError, match="faithfullness") as err:
+        _remote(settings, url, judge_metrics="answer_accuracy,faithfullness")
+    assert "context_recall" in (err.value.fix or "")

@@ -10,6 +10,7 @@ import pytest
 from pipelines import serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
+from pipelines.errors import ConfigError
 
 pytestmark = [pytest.mark.ollama, pytest.mark.slow]
 
@@ -93,3 +94,15 @@ def test_first_create_on_a_fresh_server_passes_its_smoke_test(tmp_path_factory: 
         assert not [m for m in serving.served_models(server, s) if "staging" in m]  # the f16 step is cleaned up
     finally:
         serving.stop_server(s)
+
+
+def test_a_prompt_that_overflows_num_ctx_is_an_error_not_a_silent_cut(live_settings: Settings,
+                                                                       ollama_server: serving.Server,
+                                                                       base_model: str) -> None:
+    small = live_settings.model_copy(update={"num_ctx": 256})
+    long_prompt = "Context:\n" + " ".join(f"Fact {i}: the lamp number {i} is green." for i in range(120)) + \
+        "\n\nQuestion: what colour is lamp 3?\nAnswer:"
+    with pytest.raises(ConfigError, match="filled its context window") as err:
+        serving.generate(ollama_server, small, base_model, long_prompt)
+    assert "RAGFT_NUM_CTX" in (err.value.fix or "")
+    serving.generate(ollama_server, small, base_model, "Say hi.")  # a prompt that fits is answered

@@ -30,3 +30,17 @@ def test_identical_arms_are_not_different() -> None:
     x = [1.0, 0.0, 1.0, 1.0, 0.0] * 10
     p = paired_compare("a", x, "b", list(x), [v > 0 for v in x], [v > 0 for v in x])
     assert not p.significant and p.p_bootstrap == 1.0 and p.p_mcnemar == 1.0 and p.ties == 50
+
+
+def test_agreement_and_cohens_kappa() -> None:
+    from eval.stats import agreement
+
+    a = [True, True, False, False, True, False, True, False, True, True]
+    b = [True, False, False, False, True, True, True, False, True, True]
+    r = agreement(a, b)
+    # observed 0.8; expected 0.6·0.6 + 0.4·0.4 = 0.52 → κ = (0.8 − 0.52) / 0.48
+    assert r.n == 10 and r.agreement == pytest.approx(0.8) and r.kappa == pytest.approx(0.28 / 0.48)
+    assert agreement([True] * 4, [True] * 4).kappa is None  # one label throughout: κ undefined, not NaN
+    assert agreement(a, [not x for x in a]).kappa == pytest.approx(-0.48 / 0.52)  # never agree
+    with pytest.raises(ValueError):
+        agreement([True], [True, False])

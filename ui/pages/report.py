@@ -10,7 +10,7 @@ import streamlit as st
 
 from eval import history
 from eval.recommend import Needs
-from eval.report import chart_specs, fmt_estimate, question_rows, summarise, write_outputs
+from eval.report import agreement_line, chart_specs, fmt_estimate, question_rows, summarise, write_outputs
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines.config import Settings
@@ -118,6 +118,8 @@ if summary.get("judge"):
     st.caption(f"judge: {summary['judge']['model']} at {summary['judge']['endpoint']}")
     if summary["judge"].get("warning"):
         st.warning(f"judge: {summary['judge']['warning']}")
+    if summary.get("judge_agreement"):
+        st.caption(agreement_line(summary["judge_agreement"]))
     for metric, per in (summary.get("judge_failures") or {}).items():
         st.warning(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
 
