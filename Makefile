@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/bench_eval.py squad
 	$(BIN)/python bench/bench_cache.py
 	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_prompts.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

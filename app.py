@@ -33,6 +33,12 @@ with st.sidebar:
         if st.session_state.get(common.CORPUS_KEY) not in names:
             st.session_state[common.CORPUS_KEY] = common.corpus_name(settings)
         st.selectbox("Corpus", names, key=common.CORPUS_KEY, help="Used by the Corpus, Fine-tune, Compare and Evaluate pages.")
+    model_names = common.model_names(settings)
+    if st.session_state.get(common.MODEL_KEY) not in model_names:
+        st.session_state[common.MODEL_KEY] = settings.model if settings.model in model_names else model_names[0]
+    st.selectbox("Base model", model_names, key=common.MODEL_KEY,
+                 help="The model of every arm (same weights, same quantisation). smollm2-135m is the fast one; "
+                      "qwen2.5-coder-0.5b reads better and is about 2× slower. Add yours with `ragft models add`.")
     st.caption(f"data: `{settings.data_dir}`")
 
 page.run()

@@ -1,8 +1,10 @@
 """Serving benchmark: decode tokens/s of the served default model (Ollama) vs. the same
 weights in-process with transformers (fp32), on the same prompts, in one run, plus the
-memory-bandwidth bound (bytes read per token / measured bandwidth).
+memory-bandwidth bound (bytes read per token / measured bandwidth). Each further model given
+(default: qwen2.5-coder-0.5b) gets its Ollama decode and prefill tokens/s against its own bound.
 
-Run with `make bench`. Prints ratios measured side by side; absolute numbers drift with load.
+Run with `make bench` (`python bench/bench_serve.py [MODEL ...]`). Prints ratios measured side by
+side; absolute numbers drift with load.
 """
 
 from __future__ import annotations
@@ -45,14 +47,24 @@ def read_bandwidth(threads: int, mb: int = 512, repeats: int = 5) -> float:
     return a.nbytes / best / 1e9
 
 
-def bench_ollama(settings, server, name) -> list[float]:
+# About the size of a rag prompt (three passages): prefill speed is what a rag answer waits for.
+RAG_LIKE = "Context:\n" + "\n\n".join(
+    f"[{i}] The harbour of Kelmouth, founded in 18{i}0, handles grain, timber and {i} kinds of fish; "
+    "its master keeps a ledger of every ship, its cargo, its crew and the tides it sailed on. " * 4
+    for i in range(1, 4)) + "\n\nQuestion: What does the harbour master keep?\nAnswer:"
+
+
+def bench_ollama(settings, server, name) -> tuple[list[float], list[float]]:
+    """Decode tok/s on the PROMPTS, and prefill tok/s on a rag-sized prompt (prompt cache emptied each time)."""
     opts = settings.model_copy(update={"max_tokens": NEW_TOKENS})
     serving.generate(server, opts, name, PROMPTS[0], CLOSED_BOOK_SYSTEM)  # load + warm up
     rates = []
     for p in PROMPTS:
         g = serving.generate(server, opts, name, p, CLOSED_BOOK_SYSTEM)
         rates.append(g.tokens_per_s)
-    return rates
+    prefill = [serving.generate(server, opts.model_copy(update={"max_tokens": 1}), name, RAG_LIKE,
+                                CLOSED_BOOK_SYSTEM).prompt_tokens_per_s for _ in range(3)]
+    return rates, prefill
 
 
 def bench_transformers(settings, weights: Path) -> list[float]:
@@ -89,7 +101,7 @@ def main() -> None:
     fp32_bytes = (weights / "model.safetensors").stat().st_size
 
     bw = {t: read_bandwidth(t) for t in (1, settings.num_threads)}
-    ol = bench_ollama(settings, server, name)
+    ol, prefill = bench_ollama(settings, server, name)
     tf = bench_transformers(settings, weights)
     bw_use = bw[settings.num_threads]
     rows = [
@@ -109,6 +121,23 @@ def main() -> None:
     ratio = rows[0][3] / rows[1][3]
     print(f"ratio ollama / transformers decode tokens/s: {ratio:.2f}x")
     result["ratio"] = ratio
+    others = sys.argv[1:] or [m for m in ("qwen2.5-coder-0.5b",) if m != settings.model]
+    print(f"\nOllama per model ({settings.quantization}; prefill on a {len(RAG_LIKE.split())}-word rag-sized prompt)")
+    print(f"{'model':<22} {'MB/token':>9} {'decode tok/s':>13} {'bound tok/s':>12} {'of bound':>9} {'prefill tok/s':>14}")
+    result["models"] = {}
+    for model_name in [settings.model, *others]:
+        if model_name == settings.model:
+            decode, pre, nbytes = ol, prefill, served_bytes
+        else:
+            other = settings.model_copy(update={"model": model_name})
+            served = models.ensure_served(models.get_spec(model_name, other), other, server)
+            nbytes = serving.served_models(server, other).get(served) or serving.served_models(server, other)[f"{served}:latest"]
+            decode, pre = bench_ollama(other, server, served)
+        bound = bw_use * 1e9 / nbytes
+        d, f = statistics.median(decode), statistics.median(pre)
+        print(f"{model_name:<22} {nbytes / 1e6:>9.0f} {d:>13.1f} {bound:>12.1f} {d / bound:>8.0%} {f:>14.1f}")
+        result["models"][model_name] = {"bytes_per_token": nbytes, "decode_tokens_per_s": d, "bound_tokens_per_s": bound,
+                                        "prefill_tokens_per_s": f}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=1))

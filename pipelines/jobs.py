@@ -140,7 +140,7 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
     """Start `ragft <kind> <args>` (or `command`) detached; an identical running job is returned instead."""
     args = [str(a) for a in args]
     argv = list(command) if command is not None else ragft_command(kind, args)
-    key = json.dumps([kind, args, argv])
+    key = json.dumps([kind, args, argv, settings.model])  # the same command for another model is another job
     jobs_dir(settings).mkdir(parents=True, exist_ok=True)
     with _connect(settings, write=True) as db:
         for row in db.execute("SELECT * FROM jobs WHERE key=? AND status=?", (key, RUNNING)).fetchall():
@@ -151,8 +151,8 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
                          (kind, json.dumps(args), key, RUNNING, time.time(), "", json.dumps(meta or {})))
         job_id = int(cur.lastrowid or 0)
         log_path = jobs_dir(settings) / f"job-{job_id}-{kind.replace(' ', '-')}.log"
-        env = dict(os.environ, RAGFT_DATA_DIR=str(settings.data_dir.expanduser()), PYTHONUNBUFFERED="1",
-                   COLUMNS="120")
+        env = dict(os.environ, RAGFT_DATA_DIR=str(settings.data_dir.expanduser()), RAGFT_MODEL=settings.model,
+                   PYTHONUNBUFFERED="1", COLUMNS="120")
         if settings.cache_dir:
             env["RAGFT_CACHE_DIR"] = str(settings.cache_dir.expanduser())
         with log_path.open("ab") as log:

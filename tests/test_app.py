@@ -80,6 +80,19 @@ def test_every_page_runs_and_gives_the_fix_without_ollama(no_ollama: Settings) -
         "ui/pages/finetune.py").run().button)
 
 
+def test_sidebar_model_picker_sets_the_model_every_page_uses(no_ollama: Settings) -> None:
+    from ui import common
+
+    at = _app().run()
+    box = at.sidebar.selectbox(key=common.MODEL_KEY)
+    assert box.value == "smollm2-135m" and "qwen2.5-coder-0.5b" in box.options and "custom" not in box.options
+    box.set_value("qwen2.5-coder-0.5b").run()
+    assert not at.exception
+    assert "qwen2.5-coder-0.5b:" in _texts(at)  # the Status page's base-weights check is about the chosen model
+    at.switch_page("ui/pages/evaluate.py").run()
+    assert not at.exception and at.sidebar.selectbox(key=common.MODEL_KEY).value == "qwen2.5-coder-0.5b"
+
+
 def test_status_fix_button_runs_setup_as_a_job_whose_log_says_why(no_ollama: Settings) -> None:
     at = _page("status").run()
     _button(at, "Fix ollama binary").click().run()

@@ -142,3 +142,13 @@ def _running(pid: int | None) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_job_runs_with_the_model_it_was_started_for(settings: Settings) -> None:
+    """The app's model picker reaches the command: its settings' model is the job's RAGFT_MODEL."""
+    show = _py("import os; print('model', os.environ['RAGFT_MODEL'])")
+    qwen = settings.model_copy(update={"model": "qwen2.5-coder-0.5b"})
+    a = _wait(settings, jobs.start(settings, "demo", ["m"], command=show).id)
+    b = _wait(settings, jobs.start(qwen, "demo", ["m"], command=show).id)
+    assert a.id != b.id
+    assert "model smollm2-135m" in a.log_tail() and "model qwen2.5-coder-0.5b" in b.log_tail()

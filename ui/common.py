@@ -21,6 +21,7 @@ from pipelines.corpus import Corpus
 from pipelines.errors import RagftError
 
 CORPUS_KEY = "app_corpus"  # the sidebar's corpus picker (app.py); pages read it
+MODEL_KEY = "app_model"  # the sidebar's base-model picker (app.py): every arm, job and run of this session uses it
 NEXT_CORPUS_KEY = "app_corpus_next"  # a page that creates a corpus asks the picker to switch to it
 DEFAULT_CORPUS = "port-vellmar"
 PAGES = {"status": "ui/pages/status.py", "corpus": "ui/pages/corpus.py", "finetune": "ui/pages/finetune.py",
@@ -37,11 +38,24 @@ def settings() -> Settings:
     """One settings object per environment (RAGFT_*, OLLAMA_HOST, working dir): a changed one is a new object."""
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("RAGFT_") or k == "OLLAMA_HOST"))
     try:
-        return _settings(env, os.getcwd())
+        s = _settings(env, os.getcwd())
+        chosen = st.session_state.get(MODEL_KEY)
+        return s.model_copy(update={"model": chosen}) if chosen and chosen != s.model else s
     except RagftError as exc:
         show_error(exc)
         st.stop()
         raise  # st.stop() does not return; this keeps type checkers sure of it
+
+
+def model_names(s: Settings) -> list[str]:
+    """Models the picker offers: built-in and added ones, `custom` only when it is configured."""
+    from pipelines import models
+
+    try:
+        names = models.known_models(s)
+    except RagftError:
+        names = models.known_models()  # the Status page shows what is wrong with the added ones
+    return [n for n in names if n != "custom" or (s.custom_ollama_model and s.custom_hf_dir)]
 
 
 def link(page: str, label: str, icon: str | None = None) -> None:

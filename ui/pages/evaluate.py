@@ -42,7 +42,7 @@ job = jobs.latest(s, "eval", subject=c.name)
 running = bool(job and job.running)
 args = [c.name, "--arms", ",".join(arms), "--seed", str(seed), "--out", str(s.data_dir / "reports" / c.name)]
 args += (["--limit", str(limit)] if limit else []) + (["--judge", judge] if judge else [])
-meta = {"arms": arms, "limit": int(limit) or None, "seed": int(seed)}
+meta = {"arms": arms, "limit": int(limit) or None, "seed": int(seed), "model": s.model}
 if st.button("Start the evaluation", key="eval_start", type="primary", disabled=running or not arms or bool(missing),
              help="Runs `ragft eval` in the background; re-running the same settings resumes instead of repeating."):
     common.start_job(s, "eval", args, meta)
@@ -53,7 +53,7 @@ def run_of(j: jobs.Job) -> dict | None:
     if not j.meta:
         return None
     with common.open_store(s) as store:
-        return history.matching_run(store, c.name, j.meta["arms"], j.meta["limit"], j.meta["seed"])
+        return history.matching_run(store, c.name, j.meta["arms"], j.meta["limit"], j.meta["seed"], j.meta.get("model"))
 
 
 def eval_progress(j: jobs.Job) -> tuple[float | None, str]:

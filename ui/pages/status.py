@@ -14,7 +14,7 @@ s = common.settings()
 
 
 @st.cache_data(ttl=30, show_spinner="Checking Ollama, models and disk…")
-def _checks(_s: Settings, data_dir: str, jobs_seen: tuple) -> list[dict]:
+def _checks(_s: Settings, data_dir: str, model: str, jobs_seen: tuple) -> list[dict]:
     # `ollama --version` and the first torch import are not free: checked at most every 30 s, when a
     # setup job changes state, or on Refresh.
     return [vars(c) for c in doctor.run_checks(_s)]
@@ -23,7 +23,7 @@ def _checks(_s: Settings, data_dir: str, jobs_seen: tuple) -> list[dict]:
 if st.button("Refresh", key="status_refresh"):
     _checks.clear()
 fix_jobs = {kind: jobs.latest(s, kind) for kind in ("setup", "serve start")}
-checks = {c["name"]: c for c in _checks(s, str(s.data_dir), tuple((j.id, j.status) for j in fix_jobs.values() if j))}
+checks = {c["name"]: c for c in _checks(s, str(s.data_dir), s.model, tuple((j.id, j.status) for j in fix_jobs.values() if j))}
 server = serving.running_server(s)
 if server is not None:  # live, not cached: the server may have started or stopped since the checks
     checks["ollama server"].update(ok=True, detail=f"{server.url} healthy (version {server.version})", fix="")
