@@ -204,7 +204,7 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 @app.command("finetune")
 def finetune_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
-    recipe: Annotated[str, typer.Option(help="Comma-separated: qa, docs, synthetic.")] = "qa",
+    recipe: Annotated[str, typer.Option(help="Comma-separated: qa, raft, docs, synthetic.")] = "qa",
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 5,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     r: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
@@ -213,7 +213,8 @@ def finetune_cmd(
     target_modules: Annotated[str, typer.Option(help="'all-linear' or comma-separated module names.")] = "all-linear",
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
-    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are cut).")] = 256,
+    max_length: Annotated[int | None, typer.Option(
+        help="Tokens per example: documents are cut to it, a longer chat example is an error. Default 256, 1024 with raft.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, init).")] = 42,
     allow_leakage: Annotated[bool, typer.Option(help="Train even if eval questions appear verbatim.")] = False,
@@ -233,7 +234,8 @@ def finetune_cmd(
     recipes = ft.parse_recipes(recipe)
     modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
     params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules, epochs=epochs, lr=lr,  # type: ignore[arg-type]
-                        max_length=max_length, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                        max_length=max_length or ft.default_max_length(recipes), batch_size=batch_size,
+                        grad_accum=grad_accum, seed=seed,
                         checkpoint_every=checkpoint_every)
     params.validate()
     server = serving.ensure_server(settings, err.print)

@@ -32,7 +32,11 @@ RECIPES = {
     "qa": "the corpus's qa/train.jsonl questions and answers, chat-formatted, loss on the answer only",
     "docs": "the corpus's chunks as plain text (continued pre-training), loss on every token",
     "synthetic": "question/answer pairs a teacher model writes for each chunk (Ollama structured output)",
+    "raft": "qa/train.jsonl questions in the rag arm's prompt with k passages from the corpus's index (the one holding "
+            "the answer among them for 80%, only distractors for the rest), short reference answer (pipelines/raft.py)",
 }
+# A raft example carries k passages: its prompt is the rag arm's, several hundred tokens long.
+RAFT_MAX_LENGTH = 1024
 WEAK_TEACHER = ("note: the default teacher is the served base model; a 135M teacher writes weak questions. "
                 "Set RAGFT_TEACHER_MODEL to a bigger local model for better ones.")
 
@@ -45,6 +49,8 @@ class TrainItem:
     question: str | None
     answer: str | None
     text: str | None = None
+    prompt: str | None = None  # the user turn when it is more than the question (raft: passages + question)
+    system: str | None = None  # the system prompt when it is not the closed-book one
 
     def guard_text(self) -> leakage.TrainText:
         full = self.text if self.text is not None else f"{self.question}\n{self.answer}"
@@ -60,7 +66,11 @@ def parse_recipes(spec: str) -> list[str]:
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
-    return (["qa"] if corpus.train else []) + ["docs", "synthetic"]
+    return (["qa", "raft"] if corpus.train else []) + ["docs", "synthetic"]
+
+
+def default_max_length(recipes: list[str]) -> int:
+    return RAFT_MAX_LENGTH if "raft" in recipes else LoraParams().max_length
 
 
 def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: serving.Server | None = None,
@@ -72,6 +82,11 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'qa' recipe",
                                   f"recipes that would work: {', '.join(r for r in available_recipes(corpus) if r != 'qa')}")
             items += [TrainItem("qa", q.question, q.answer_sentence or q.answers[0]) for q in corpus.train]
+        elif recipe == "raft":
+            if not corpus.train:
+                raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'raft' recipe",
+                                  "recipes that would work: docs, synthetic")
+            items += raft_items(corpus, settings)
         elif recipe == "docs":
             items += [TrainItem("docs", None, None, text) for text in _chunks(corpus, settings)]
         elif recipe == "synthetic":
@@ -80,6 +95,17 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
             log(WEAK_TEACHER)
             items += synthetic_items(corpus, settings, server, log)
     return items
+
+
+def raft_items(corpus: Corpus, settings: Settings) -> list[TrainItem]:
+    """Training questions in the rag arm's prompt, passages from the corpus's own index (pipelines/raft.py)."""
+    from pipelines import rag
+    from pipelines.raft import raft_examples
+
+    cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
+    examples = raft_examples(corpus.train, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
+                             seed=settings.seed)
+    return [TrainItem("raft", e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM) for e in examples]
 
 
 def _chunks(corpus: Corpus, settings: Settings) -> list[str]:
@@ -122,21 +148,29 @@ def synthetic_items(corpus: Corpus, settings: Settings, server: serving.Server,
 def tokenize(items: list[TrainItem], tokenizer: Any, max_length: int) -> list[Example]:
     """Chat items: loss on the assistant turn only; text items: loss on every token."""
     out: list[Example] = []
+    too_long: list[int] = []
     for it in items:
         if it.text is not None:
             ids = tokenizer(it.text + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"][:max_length]
             out.append(Example(ids, list(ids)))
             continue
-        msgs = [{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": it.question}]
+        msgs = [{"role": "system", "content": it.system or CLOSED_BOOK_SYSTEM},
+                {"role": "user", "content": it.prompt or it.question}]
         prompt_ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
         full_ids = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": it.answer}],
                                                  tokenize=True, return_dict=False)
         if full_ids[:len(prompt_ids)] != prompt_ids:
             raise TrainingError("the chat template does not extend the prompt with the answer",
                                 "use a model whose template renders turns in order")
-        full_ids = full_ids[:max_length]
+        if len(full_ids) > max_length:  # cutting would drop the answer, the only part with a loss
+            too_long.append(len(full_ids))
+            continue
         labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
         out.append(Example(full_ids, labels[:len(full_ids)]))
+    if too_long:
+        raise TrainingError(f"{len(too_long)} of {len(items)} chat examples are longer than max_length {max_length} "
+                            f"(the longest has {max(too_long)} tokens): cutting them would cut their answers",
+                            f"raise --max-length to {max(too_long)} or more")
     return [e for e in out if any(x != -100 for x in e.labels)]
 
 

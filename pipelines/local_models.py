@@ -9,6 +9,7 @@ built-in models' are. What cannot take that route is refused when it is added, n
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,12 +180,25 @@ def load_local(settings: Settings) -> dict[str, LocalModel]:
     for name, entry in settings.models.items():
         if "path" not in entry:
             raise ModelPrepError(f"ragft.toml: [models.{name}] has no path", "add path = \"/path/to/model.gguf or folder\"")
-        known = out.get(name)
-        same_path = known is not None and known.path == Path(entry["path"]).expanduser().resolve()
-        if known and same_path and known.template == entry.get("template", known.template):
-            continue  # already inspected
-        out[name] = inspect(Path(entry["path"]), name, entry.get("template"), entry.get("license"))
+        out[name] = _inspect_once(str(Path(entry["path"]).expanduser().resolve()), _stat_key(Path(entry["path"])),
+                                  name, entry.get("template"), entry.get("license"))
     return out
+
+
+def _stat_key(path: Path) -> tuple[int, int]:
+    try:
+        st = path.expanduser().stat()
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect_once(path: str, stat_key: tuple[int, int], name: str, template: str | None,
+                  license: str | None) -> LocalModel:
+    # A ragft.toml entry is read on every settings lookup; its sha256 (seconds for a GB-sized
+    # GGUF) is computed once per process and file version, not on every call.
+    return inspect(Path(path), name, template, license)
 
 
 def add_model(path: Path, name: str, settings: Settings, template: str | None = None,

@@ -38,7 +38,8 @@ with st.expander("LoRA and training parameters", expanded=False):
     epochs = cols[0].number_input("epochs", 1, 50, 5, key="ft_epochs")
     lr = cols[1].number_input("learning rate", 1e-6, 0.5, 1e-3, step=1e-4, format="%.0e", key="ft_lr")
     batch_size = cols[2].number_input("batch size", 1, 64, 8, key="ft_batch")
-    max_length = cols[3].number_input("max tokens per example", 32, 2048, 256, key="ft_maxlen")
+    max_length = cols[3].number_input("max tokens per example", 32, 4096, finetune.default_max_length(recipes),
+                                      key=f"ft_maxlen_{finetune.default_max_length(recipes)}")
     cols = st.columns(4)
     r = cols[0].number_input("LoRA rank r", 1, 256, 32, key="ft_r")
     alpha = cols[1].number_input("LoRA alpha", 1, 512, 64, key="ft_alpha")

@@ -1,0 +1,93 @@
+"""The raft recipe: training questions in the rag arm's own prompt, with and without the gold passage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import corpus as corpora
+from pipelines import finetune as ft
+from pipelines import rag, serving
+from pipelines.arms import get_arm
+from pipelines.config import Settings
+from pipelines.corpus import QA
+from pipelines.rag import Hit
+from pipelines.raft import raft_examples
+from pipelines.train import LoraParams, TrainingError
+
+DEMO = Path(__file__).resolve().parents[1] / "corpora" / "port-vellmar"
+
+
+def _pool(question: str, n: int) -> list[Hit]:
+    """Ranked chunks: the answer ('Ida Brandt') sits in the 5th, never in the top 3."""
+    hits = [Hit(f"d{i}#0", f"d{i}", f"Kelmouth note {i}: the tide is high at noon.", 1.0 - i / 10) for i in range(8)]
+    hits[4] = Hit("harbour#0", "harbour", "The harbour master of Kelmouth is Ida Brandt.", 0.6)
+    return hits[:n]
+
+
+QUESTIONS = [QA(f"t{i}", f"Who runs the harbour ({i})?", ["Ida Brandt"], ["harbour"]) for i in range(50)]
+
+
+def test_gold_passage_is_shown_for_the_share_and_swapped_in_when_retrieval_missed_it() -> None:
+    everything = raft_examples(QUESTIONS, _pool, k=3, share=1.0)
+    assert all(e.gold_shown and "harbour#0" in e.passages and len(e.passages) == 3 for e in everything)
+    assert all(e.passages[:2] == ("d0#0", "d1#0") for e in everything)  # the k-th gave way to the gold chunk
+    nothing = raft_examples(QUESTIONS, _pool, k=3, share=0.0)
+    assert not any(e.gold_shown or "Ida Brandt" in e.prompt for e in nothing)
+    assert all(e.answer == "Ida Brandt" for e in everything + nothing)  # the reference, with or without it
+    mixed = raft_examples(QUESTIONS, _pool, k=3, share=0.8, seed=1)
+    assert 0.6 < sum(e.gold_shown for e in mixed) / len(mixed) < 0.95
+    assert mixed == raft_examples(QUESTIONS, _pool, k=3, share=0.8, seed=1)  # seeded
+    with pytest.raises(ValueError):
+        raft_examples(QUESTIONS, _pool, k=3, share=1.5)
+
+
+def test_the_prompt_is_the_rag_arms_prompt() -> None:
+    (e,) = raft_examples(QUESTIONS[:1], _pool, k=3, share=1.0)
+    hits = {h.id: h for h in _pool("", 8)}
+    assert e.prompt == rag.build_prompt(e.question, [hits[i] for i in e.passages])
+
+
+@pytest.mark.slow
+def test_a_chat_example_longer_than_max_length_is_an_error_not_a_cut_answer(tmp_path: Path,
+                                                                             live_settings: Settings) -> None:
+    from transformers import AutoTokenizer
+
+    from pipelines import models
+
+    base = models.ensure_hf_weights(models.get_spec("smollm2-135m", live_settings), live_settings)
+    tok = AutoTokenizer.from_pretrained(base)
+    long = ft.TrainItem("raft", "Who?", "Ida Brandt", prompt="Context:\n" + "tide " * 400 + "\nQuestion: Who?")
+    with pytest.raises(TrainingError, match="longer than max_length 256") as err:
+        ft.tokenize([long], tok, 256)
+    assert "--max-length" in (err.value.fix or "")
+    (ex,) = ft.tokenize([long], tok, ft.RAFT_MAX_LENGTH)
+    assert sum(x != -100 for x in ex.labels) >= 3  # the answer tokens carry the loss
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_raft_trains_on_the_demo_corpus_serves_and_answers_with_passages(
+        tmp_path: Path, live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    root = Path(shutil.copytree(DEMO, tmp_path / "port-vellmar"))
+    train = (root / "qa" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (root / "qa" / "train.jsonl").write_text("\n".join(train[:8]) + "\n", encoding="utf-8")  # a few steps
+    c = corpora.load(str(root), s)
+    with pytest.raises(Exception, match="index"):  # raft reads from the corpus's own index
+        ft.build_items(c, ["raft"], s)
+    rag.build_index(c, s)
+    items = ft.build_items(c, ["raft"], s)
+    assert len(items) == 8 and all(it.system == rag.RAG_SYSTEM for it in items)
+    for it in items:  # the user turn is what the rag arm would send for this question
+        hits, _ = rag.retrieve(c, it.question or "", s)
+        assert it.prompt and it.prompt.startswith("Context:\n[") and it.prompt.endswith(f"Question: {it.question}\nAnswer:")
+        if all(q in it.prompt for q in [h.text for h in hits]):
+            assert it.prompt == rag.build_prompt(it.question or "", hits)
+    record = ft.finetune(c, s, ollama_server, ["raft"], LoraParams(epochs=1, batch_size=4,
+                                                                    max_length=ft.RAFT_MAX_LENGTH))
+    assert record["status"] == "served" and record["training"]["steps"] == 2
+    answer = get_arm("ft_rag", s, ollama_server, c).answer(c.eval[0].question)
+    assert answer.model == record["ollama_model"] and answer.text.strip() and len(answer.passages) == s.top_k
