@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/bench_cache.py
 	$(BIN)/python bench/bench_models.py
 	$(BIN)/python bench/bench_prompts.py
+	$(BIN)/python bench/bench_parallel.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     ollama_version: str = "v0.11.4"
     ollama_cflags: str | None = None  # CGO_CFLAGS/CGO_CXXFLAGS for building it; None = chosen for this CPU
     ollama_port: int = 0  # 0 = pick a free port on 127.0.0.1
+    ollama_num_parallel: int = 1  # OLLAMA_NUM_PARALLEL of ragft's own server (bench/bench_parallel.py measures it)
     server_start_timeout_s: float = 60.0
     request_timeout_s: float = 300.0
     ollama_offline: bool = True  # ragft's own server gets an unreachable proxy: it never needs the internet
@@ -143,7 +144,8 @@ class Settings(BaseSettings):
             raise ValueError(f"port {v} is outside 0..65535")
         return v
 
-    @field_validator("max_tokens", "num_ctx", "num_threads", "chunk_size", "top_k", "judge_max_tokens", "judge_timeout_s",
+    @field_validator("max_tokens", "num_ctx", "num_threads", "ollama_num_parallel",
+                     "chunk_size", "top_k", "judge_max_tokens", "judge_timeout_s",
                      "answer_retries")
     @classmethod
     def _positive(cls, v: int) -> int:

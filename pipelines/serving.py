@@ -330,8 +330,9 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
             os.environ,
             OLLAMA_HOST=f"127.0.0.1:{use_port}",
             OLLAMA_MODELS=str(settings.ollama_models_dir),
-            OLLAMA_KEEP_ALIVE="30m",
+            OLLAMA_KEEP_ALIVE="30m",  # base and fine-tuned models stay loaded across the arms of a run
             OLLAMA_NOPRUNE="1",
+            OLLAMA_NUM_PARALLEL=str(settings.ollama_num_parallel),
         )
         if settings.ollama_offline:
             # The server only loads local files; should anything in it reach out (a pull, a

@@ -13,8 +13,8 @@ from pipelines import rag, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA
-from pipelines.rag import Hit
 from pipelines.raft import raft_examples
+from pipelines.rag import Hit
 from pipelines.train import LoraParams, TrainingError
 
 DEMO = Path(__file__).resolve().parents[1] / "corpora" / "port-vellmar"
