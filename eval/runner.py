@@ -20,7 +20,7 @@ from eval import history, scoring
 from eval import judge as judge_mod
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import models, serving
+from pipelines import models, rag, serving
 from pipelines.arms import Answer, check_arm_name, get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
@@ -78,6 +78,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         raise CorpusError(f"{len(missing)} of {len(corpus.eval)} eval questions of corpus '{corpus.name}' cite documents "
                           f"it does not have ({', '.join(docs[:3])}{' …' if len(docs) > 3 else ''})",
                           f"add those documents to {corpus.root / 'docs'}, or remove the questions from qa/eval.jsonl")
+    if {"rag", "ft_rag"} & set(cfg.arms):
+        rag.require_index(corpus, settings)
     server = serving.ensure_server(settings, log)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
@@ -196,6 +198,9 @@ def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Set
     for attempt in range(1, settings.answer_retries + 1):
         try:
             a: Answer = arm.answer(qa.question)
+            if a.generation and a.generation.done_reason == serving.REPEAT_ABORT:
+                store.add_event(run_id, "repeat_limit", f"{name}/{qa.id}: Ollama cut the answer after one token repeated "
+                                                        "31 times; it is scored as given (no token counts from Ollama)")
             return a
         except OllamaUnavailable as exc:
             if attempt == settings.answer_retries:

@@ -251,6 +251,18 @@ def index_progress(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
     return files.read_json(_progress_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings))))
 
 
+def require_index(corpus: Corpus, settings: Settings) -> None:
+    """Fail now, naming the fix, when the corpus has no (or an empty) index — not after the base arm's answers."""
+    name = collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings))
+    try:
+        count = _collection(settings, name, create=False).count()
+    except CorpusError:
+        count = 0
+    if count == 0:
+        raise CorpusError(f"corpus '{corpus.name}' has no index ('{name}') for the rag arms",
+                          f"run `ragft index {corpus.name}` first, or leave rag and ft_rag out of --arms")
+
+
 def index_record(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
     """What the last finished build recorded (chunks, build seconds so far), or None if never built."""
     return files.read_json(_build_path(settings, collection_name(corpus.name, RetrievalConfig.for_corpus(corpus, settings))))

@@ -564,6 +564,16 @@ def forget_prompt(server: Server, settings: Settings, model: str) -> None:
                                       options={**settings.decoding_options(), "num_predict": 1})
 
 
+REPEAT_ABORT = "repeat-limit"  # done_reason of an answer Ollama cut for repeating one token
+_REPEAT_LIMIT = 30  # Ollama 0.11.4 aborts once a token repeats more than this many times
+
+
+def repeat_aborted(parts: list[str]) -> bool:
+    """The streamed pieces end in the run of identical tokens that makes Ollama abort a prediction."""
+    tail = [p.strip() for p in parts[-(_REPEAT_LIMIT + 1):]]
+    return len(tail) == _REPEAT_LIMIT + 1 and len(set(tail)) == 1
+
+
 def _generate_once(server: Server, settings: Settings, model: str, prompt: str, system: str | None,
                    on_token: Callable[[str], None] | None) -> Generation:
     if not settings.prompt_cache:
@@ -582,6 +592,14 @@ def _generate_once(server: Server, settings: Settings, model: str, prompt: str, 
         if chunk.done:
             final = chunk
     total = (time.perf_counter() - started) * 1000
+    if final is None and repeat_aborted(parts):
+        # Ollama 0.11.4 (llm/server.go) ends a prediction after 31 identical tokens and closes the
+        # stream with no final chunk, so no token counts or timings: the answer is what it sent,
+        # timed by our clock, with one token per streamed chunk.
+        first = ttft if ttft is not None else total
+        return Generation(text="".join(parts), model=model, ttft_ms=first, total_ms=total, load_ms=0.0,
+                          prompt_tokens=0, prompt_ms=first, output_tokens=len(parts), eval_ms=total - first,
+                          done_reason=REPEAT_ABORT)
     if final is None:
         raise OllamaUnavailable(f"Ollama closed the stream for '{model}' before it was done")
     ns = 1e-6

@@ -110,3 +110,14 @@ def test_eval_refuses_questions_that_cite_documents_the_corpus_lacks(tmp_path: P
         run_eval(c, EvalConfig(arms=["base"]), settings, Store(tmp_path / "runs.sqlite"))
     assert "qa/eval.jsonl" in (exc.value.fix or "")
     assert not (settings.data_dir / "ollama").exists()  # refused before any server was started
+
+
+def test_rag_arms_without_an_index_fail_before_any_answer(tmp_path: Path, settings: Settings) -> None:
+    """Not after the base arm's answers: the run would stop half-way with the fix it could have said first."""
+    from tests.helpers import make_corpus
+
+    c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
+    with pytest.raises(corpora.CorpusError, match="has no index") as exc:
+        run_eval(c, EvalConfig(arms=["base", "rag"]), settings, Store(tmp_path / "runs.sqlite"))
+    assert "ragft index kelmouth" in (exc.value.fix or "")
+    assert not (settings.data_dir / "ollama").exists()  # refused before any server was started

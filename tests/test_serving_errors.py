@@ -75,3 +75,29 @@ def test_stale_state_file_is_not_reused(settings: Settings) -> None:
     assert serving.stop_server(settings) is False
     assert not (settings.ollama_dir / "server.json").exists()
     assert os.environ.get("OLLAMA_HOST") is None
+
+
+def _chunks(pieces: list[str], done: bool) -> list[object]:
+    import ollama
+
+    out: list[object] = [ollama.GenerateResponse(model="m", response=p, done=False) for p in pieces]
+    if done:
+        out.append(ollama.GenerateResponse(model="m", response="", done=True, done_reason="stop", prompt_eval_count=5,
+                                           eval_count=len(pieces), eval_duration=10**6, prompt_eval_duration=10**6))
+    return out
+
+
+def test_an_answer_ollama_cut_for_repeating_one_token_is_kept(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ollama 0.11.4 closes the stream without a final chunk after 31 identical tokens (seen live:
+    a fine-tuned Qwen answering '…at least 5000000…'); that is an answer, not a dead server."""
+    pieces = ["A", " petition", " of", " 5"] + ["0"] * 31
+    monkeypatch.setattr(serving, "forget_prompt", lambda *a: None)
+    monkeypatch.setattr(serving, "_stream", lambda *a: iter(_chunks(pieces, done=False)))
+    server = serving.Server("http://127.0.0.1:9", None, None)
+    gen = serving.generate(server, settings, "m", "How many signatures?")
+    assert gen.text == "A petition of 5" + "0" * 31 and gen.done_reason == serving.REPEAT_ABORT
+    assert gen.output_tokens == len(pieces)
+    monkeypatch.setattr(serving, "_stream", lambda *a: iter(_chunks(["A", " short"], done=False)))
+    with pytest.raises(OllamaUnavailable, match="before it was done"):  # a stream cut for any other reason
+        serving.generate(server, settings, "m", "How many signatures?")
+    assert not serving.repeat_aborted(["0"] * 30) and serving.repeat_aborted(["x"] + ["0"] * 31)
