@@ -286,6 +286,7 @@ def ensure_hf_weights(spec: ModelSpec, settings: Settings, log: Log = print) -> 
     gguf = ensure_gguf(spec, settings, log)
     log(f"converting {gguf.name} to safetensors (dequantised, fp32)")
     started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)  # a model added from a local GGUF has no folder of its own yet
     staging = Path(tempfile.mkdtemp(prefix=".hf-", dir=out.parent))
     try:
         _convert_gguf(gguf, staging)

@@ -141,7 +141,9 @@ def test_a_teams_gguf_and_hf_folder_take_the_builtin_route(live_settings: Settin
     builtin = models.get_spec("smollm2-135m", s)
     gguf = Path(shutil.copy(models.ensure_gguf(builtin, s), tmp_path / "our-model.gguf"))
     runner = CliRunner()
-    out = runner.invoke(app, ["models", "add", str(gguf), "--name", "our-gguf", "--prepare", "--data-dir", str(s.data_dir)])
+    env = {"RAGFT_CACHE_DIR": str(s.cache_root)}  # the session's Ollama build and converted weights
+    out = runner.invoke(app, ["models", "add", str(gguf), "--name", "our-gguf", "--prepare", "--data-dir", str(s.data_dir)],
+                        env=env)
     assert out.exit_code == 0, out.output
     assert "LlamaForCausalLM" in out.output and "chatml" in out.output and "ready:" in out.output
     folder = shutil.copytree(models.ensure_hf_weights(builtin, s), tmp_path / "our-hf")
@@ -152,7 +154,7 @@ def test_a_teams_gguf_and_hf_folder_take_the_builtin_route(live_settings: Settin
         assert served.endswith(":q8_0")  # the quantisation every arm shares
         answer = get_arm("base", s.model_copy(update={"model": name}), ollama_server).answer("What is the capital of France?")
         assert "paris" in answer.text.lower(), answer.text
-    listing = runner.invoke(app, ["models", "--data-dir", str(s.data_dir)], env={"COLUMNS": "200"})
+    listing = runner.invoke(app, ["models", "--data-dir", str(s.data_dir)], env={"COLUMNS": "200", **env})
     assert listing.exit_code == 0 and "our-gguf" in listing.output and "our-hf" in listing.output
     gguf.write_bytes(b"changed")  # the file changed after it was added: refused, never converted silently
     with pytest.raises(ModelPrepError, match="changed since"):
