@@ -14,14 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.squad import indexed_squad  # noqa: E402
 from eval.report import summarise  # noqa: E402
 from eval.runner import EvalConfig, run_eval  # noqa: E402
 from eval.store import Store  # noqa: E402
-from pipelines import corpus as corpora  # noqa: E402
-from pipelines import rag  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
-
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 
 
 def main() -> None:
@@ -29,10 +26,7 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     names = sys.argv[3:] or ["smollm2-135m", "qwen2.5-coder-0.5b"]
     base_settings = load_settings()
-    if "squad" not in corpora.list_corpora(base_settings):
-        corpora.import_squad(SQUAD, base_settings, "squad")
-    corpus = corpora.load("squad", base_settings)
-    rag.build_index(corpus, base_settings)
+    corpus = indexed_squad(base_settings)
     store = Store(base_settings.runs_db)
     rows = []
     for name in names:

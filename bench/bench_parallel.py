@@ -17,22 +17,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.squad import indexed_squad  # noqa: E402
 from eval.runner import select_questions  # noqa: E402
-from pipelines import corpus as corpora  # noqa: E402
 from pipelines import models, rag, serving  # noqa: E402
 from pipelines.config import Settings, load_settings  # noqa: E402
-
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 
 
 def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "qwen2.5-coder-0.5b"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     base = load_settings().model_copy(update={"model": model})
-    if "squad" not in corpora.list_corpora(base):
-        corpora.import_squad(SQUAD, base, "squad")
-    corpus = corpora.load("squad", base)
-    rag.build_index(corpus, base)
+    corpus = indexed_squad(base)
     prompts = [rag.build_prompt(q.question, rag.retrieve(corpus, q.question, base)[0])
                for q in select_questions(corpus, n, 1)]
     reference: list[str] | None = None

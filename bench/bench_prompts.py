@@ -16,13 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.squad import indexed_squad  # noqa: E402
 from eval.metrics import contains_reference  # noqa: E402
 from eval.runner import select_questions  # noqa: E402
-from pipelines import corpus as corpora  # noqa: E402
 from pipelines import models, rag, serving  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 SHORT = ("Answer the question using the context passages. Reply with the shortest phrase from the passages "
          "that answers it, without explanation. If the passages do not contain the answer, say \"I don't know.\"")
 # name: (system prompt, best passage last?, passages)
@@ -45,10 +44,7 @@ def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "qwen2.5-coder-0.5b"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
     s = load_settings().model_copy(update={"model": model})
-    if "squad" not in corpora.list_corpora(s):
-        corpora.import_squad(SQUAD, s, "squad")
-    corpus = corpora.load("squad", s)
-    rag.build_index(corpus, s)
+    corpus = indexed_squad(s)
     server = serving.ensure_server(s)
     name = models.ensure_served(models.get_spec(model, s), s, server)
     questions = select_questions(corpus, n, 1)
