@@ -155,7 +155,7 @@ def test_report_in_the_browser(app_url: str, browser: object) -> None:
     page = browser.new_page(viewport=VIEWPORT)  # type: ignore[attr-defined]
     page.goto(f"{app_url}/report")
     page.get_by_text("Recommendation:").first.wait_for(timeout=WAIT_MS)
-    page.get_by_role("button", name="summary.json").wait_for(timeout=WAIT_MS)  # the page's last element: drawn
+    page.get_by_role("button", name="report.html").wait_for(timeout=WAIT_MS)  # the page's last element: drawn
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
                            "[data-testid=\"stVegaLiteChart\"] svg').length >= 3", timeout=WAIT_MS)
     main = page.locator("[data-testid='stMain']").inner_text()
