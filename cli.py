@@ -285,6 +285,8 @@ def eval_cmd(
     need_citations: Annotated[bool, typer.Option(help="Answers must cite their sources.")] = False,
     latency_budget_ms: Annotated[float | None, typer.Option(help="p95 latency an answer must stay under.")] = None,
     offline: Annotated[bool, typer.Option(help="Must run offline / on the edge.")] = False,
+    accept_loss: Annotated[float, typer.Option(min=0.0, max=100.0,
+        help="Points of the primary metric a cheaper arm may lose against the best one (paired 95% CI).")] = 5.0,
     fail_under: Annotated[list[str] | None, typer.Option(help="METRIC=VALUE (or ARM:METRIC=VALUE): exit 1 below it.")] = None,
     rerun: Annotated[bool, typer.Option(help="Answer everything again instead of resuming (database backed up).")] = False,
     model: ModelOpt = None,
@@ -310,7 +312,8 @@ def eval_cmd(
         run_id = run_eval(loaded, cfg, settings, store,
                           lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print,
                           rerun=rerun)
-    summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline),
+    summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline,
+                                                                accept_loss / 100),
                         one_off_seconds(loaded, settings))
     paths = write_outputs(store, run_id, summary, out)
     _print_summary(summary)
@@ -353,7 +356,7 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
 
 
 def _print_summary(summary: dict) -> None:
-    from eval.report import agreement_line, fmt_estimate
+    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
@@ -374,6 +377,15 @@ def _print_summary(summary: dict) -> None:
     for r in rec["reasons"]:
         console.print(f"  • {r}")
     console.print(f"  {summary['leakage_statement']}")
+    if rows := fact_split_rows(summary):
+        split = Table(title="by fact: taught in the fine-tune's training data, or not")
+        for c in rows[0]:
+            split.add_column(c)
+        for r in rows:
+            split.add_row(*r.values())
+        console.print(split)
+    for line in forgetting_lines(summary):
+        console.print(f"  forgetting probe: {line}")
     for f in (summary.get("injection") or {}).get("answers_quoting", []):
         err.print(f"[yellow]warning:[/] {f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}")
     for ev in summary.get("events") or []:

@@ -2,6 +2,9 @@
 (length-grouped batches, padding to the batch's longest example) vs. a naive HF Trainer that
 pads every batch to max length. Same model, LoRA config, examples, batch size and threads;
 each variant runs in its own process so peak RSS is its own. Run with `make bench`.
+
+Two example sets: `qa` + `docs` (short QA turns and document chunks, max length 256) and `raft`
+(the rag arm's prompt with k passages per question, max length 1024: fewer, longer examples).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.squad import SQUAD, indexed_squad  # noqa: E402
+
 STEPS = 8
 BATCH = 8
-MAX_LEN = 256
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+RECIPES = {"qa,docs": 256, "raft": 1024}  # example set → max length
 
 
-def _examples():
+def _examples(recipes: str):
     from transformers import AutoTokenizer
 
     from pipelines import corpus as corpora
@@ -33,28 +37,29 @@ def _examples():
     base = models.ensure_hf_weights(models.get_spec(settings.model, settings), settings)
     with tempfile.TemporaryDirectory() as tmp:
         s = settings.model_copy(update={"data_dir": Path(tmp)})
-        c = corpora.load(str(corpora.import_squad(SQUAD, s, "squad")), s)
-        items = ft.build_items(c, ["qa", "docs"], s)  # short QA turns and long document chunks
-    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), MAX_LEN), settings.num_threads
+        c = indexed_squad(s) if "raft" in recipes else corpora.load(str(corpora.import_squad(SQUAD, s, "squad")), s)
+        items = ft.build_items(c, recipes.split(","), s)
+    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), RECIPES[recipes]), settings.num_threads
 
 
-def run_ours() -> dict:
+def run_ours(recipes: str) -> dict:
     from pipelines.train import LoraParams, train_lora
 
-    base, examples, threads = _examples()
+    base, examples, threads = _examples(recipes)
     with tempfile.TemporaryDirectory() as tmp:
-        train_lora(base, examples, LoraParams(batch_size=BATCH, max_length=MAX_LEN, checkpoint_every=10**6),
+        train_lora(base, examples, LoraParams(batch_size=BATCH, max_length=RECIPES[recipes], checkpoint_every=10**6),
                    Path(tmp), threads, stop_after_steps=STEPS)
         last = json.loads((Path(tmp) / "loss.jsonl").read_text().splitlines()[-1])
     return {"tokens": last["tokens"], "seconds": last["elapsed_s"]}
 
 
-def run_naive() -> dict:
+def run_naive(recipes: str) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    base, examples, threads = _examples()
+    base, examples, threads = _examples(recipes)
+    max_len = RECIPES[recipes]
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(base)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -65,8 +70,8 @@ def run_naive() -> dict:
     rows = []
     for e in examples:  # pad every example to max length, as a plain tokenizer(padding="max_length") would
         n = len(e.input_ids)
-        rows.append({"input_ids": e.input_ids + [pad] * (MAX_LEN - n), "labels": e.labels + [-100] * (MAX_LEN - n),
-                     "attention_mask": [1] * n + [0] * (MAX_LEN - n)})
+        rows.append({"input_ids": e.input_ids + [pad] * (max_len - n), "labels": e.labels + [-100] * (max_len - n),
+                     "attention_mask": [1] * n + [0] * (max_len - n)})
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                            LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules="all-linear",
                                       task_type="CAUSAL_LM"))
@@ -87,30 +92,34 @@ def run_naive() -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        out = run_ours() if sys.argv[1] == "ours" else run_naive()
+    if len(sys.argv) > 2:
+        out = run_ours(sys.argv[2]) if sys.argv[1] == "ours" else run_naive(sys.argv[2])
         import resource
 
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(out))
         return
-    results = {}
-    for variant in ("ours", "naive"):
-        proc = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True, check=True)
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-        results[variant] = json.loads(line[7:])
-    print(f"\ntraining benchmark · SmolLM2-135M · LoRA r=32 all-linear · batch {BATCH} · {STEPS} steps · "
-          f"SQuAD subset qa+docs examples, max length {MAX_LEN}")
-    print(f"{'variant':<34} {'useful tokens':>13} {'seconds':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
+    results: dict[str, dict] = {}
     labels = {"ours": "ragft (length-grouped, dynamic pad)", "naive": "HF Trainer, padded to max length"}
-    for v, r in results.items():
-        r["tokens_per_s"] = r["tokens"] / r["seconds"]
-        print(f"{labels[v]:<34} {r['tokens']:>13} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {r['peak_rss_mb']:>12.0f}")
-    ratio = results["ours"]["tokens_per_s"] / results["naive"]["tokens_per_s"]
-    print(f"ratio ragft / naive useful tokens/s: {ratio:.2f}x")
+    for recipes, max_len in RECIPES.items():
+        per = results.setdefault(recipes, {})
+        for variant in ("ours", "naive"):
+            proc = subprocess.run([sys.executable, __file__, variant, recipes], capture_output=True, text=True, check=True)
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+            per[variant] = json.loads(line[7:])
+        print(f"\ntraining benchmark · SmolLM2-135M · LoRA r=32 all-linear · batch {BATCH} · {STEPS} steps · "
+              f"SQuAD subset {recipes} examples, max length {max_len}")
+        print(f"{'variant':<34} {'useful tokens':>13} {'seconds':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
+        for v, r in per.items():
+            if isinstance(r, dict):
+                r["tokens_per_s"] = r["tokens"] / r["seconds"]
+                print(f"{labels[v]:<34} {r['tokens']:>13} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} "
+                      f"{r['peak_rss_mb']:>12.0f}")
+        per["ratio"] = per["ours"]["tokens_per_s"] / per["naive"]["tokens_per_s"]
+        print(f"ratio ragft / naive useful tokens/s ({recipes}): {per['ratio']:.2f}x")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "train.json").write_text(json.dumps({**results, "ratio": ratio}, indent=1))
+    (out / "train.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

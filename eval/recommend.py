@@ -1,11 +1,17 @@
-"""RAG, fine-tune, both or neither — with reasons drawn from the numbers and the stated needs."""
+"""RAG, fine-tune, both or neither — with reasons drawn from the numbers and the stated needs.
+
+"Not significantly different" is not "as good": with 50 questions two arms' CIs overlap across a
+10-point gap. A cheaper arm stands in for the best one only when the paired 95% CI of its
+difference from the best arm rules out a loss larger than the one the user accepts
+(`Needs.accept_loss`, an equivalence margin); otherwise the reason says how far below it may be.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from eval.costs import ArmCost
-from eval.stats import Estimate, Paired
+from eval.stats import Estimate, Paired, paired_compare
 
 
 @dataclass
@@ -14,6 +20,7 @@ class Needs:
     need_citations: bool = False
     latency_budget_ms: float | None = None
     offline_edge: bool = False
+    accept_loss: float = 0.05  # the drop in the primary metric below the best arm a cheaper arm may cost
 
 
 @dataclass
@@ -28,9 +35,18 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def _pts(x: float) -> str:
+    return f"{100 * x:.0f} points"
+
+
 def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], costs: dict[str, ArmCost],
-              needs: Needs, metric: str) -> Recommendation:
-    """Pick the cheapest arm that is significantly better than base and not significantly worse than the best."""
+              needs: Needs, metric: str, per_question: dict[str, list[float]] | None = None) -> Recommendation:
+    """Pick, among the arms significantly better than base, the one the needs and costs favour from
+    those shown equivalent to the best (paired CI of the difference within `needs.accept_loss`).
+
+    `per_question`: each arm's scores on the same questions in the same order (for the paired
+    comparison with the best arm); without it only the best arm qualifies.
+    """
     better = {a: p for a, p in paired_vs_base.items() if p.significant and p.diff.mean > 0}
     if not better:
         shown = ", ".join(f"{a} {_pct(p.diff.mean)} [{_pct(p.diff.lo)}, {_pct(p.diff.hi)}]" for a, p in paired_vs_base.items())
@@ -41,11 +57,26 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
             f"[{_pct(p.diff.lo)}, {_pct(p.diff.hi)}], p={p.p_bootstrap:.3f})"
             for a, p in sorted(paired_vs_base.items()) if a not in better]
     best = max(better, key=lambda a: quality[a].mean)
-    # arms whose CI overlaps the best arm's are "as good"; prefer what the needs and costs favour
-    tied = [a for a in better if quality[a].hi >= quality[best].lo]
     reasons = [f"{a}: {metric} {_pct(quality[a].mean)} [{_pct(quality[a].lo)}, {_pct(quality[a].hi)}], "
                f"+{_pct(better[a].diff.mean)} over base (p={better[a].p_bootstrap:.3f})" for a in sorted(better)] + same
     flips: list[str] = []
+    # An arm is as good as the best only when the paired CI bounds its loss by the accepted margin.
+    tied, unproven = [best], {}
+    for a in sorted(better):
+        if a == best or per_question is None or len(per_question.get(a, [])) != len(per_question.get(best, [])):
+            continue
+        d = paired_compare(best, per_question[best], a, per_question[a]).diff  # a − best
+        worst = max(0.0, -d.lo)
+        if d.lo >= -needs.accept_loss:
+            tied.append(a)
+            reasons.append(f"{a} is at most {_pts(worst)} below {best} (paired 95% CI of {a} − {best}: "
+                           f"{_pct(d.mean)} [{_pct(d.lo)}, {_pct(d.hi)}]), within the accepted loss of "
+                           f"{_pts(needs.accept_loss)}")
+        else:
+            unproven[a] = worst
+            shown = "significantly below" if d.hi < 0 else "not significantly different, but not shown to be as good:"
+            reasons.append(f"{a} is {shown} {best}: it may be up to {_pts(worst)} below (paired 95% CI of {a} − {best}: "
+                           f"{_pct(d.mean)} [{_pct(d.lo)}, {_pct(d.hi)}]; accepted loss {_pts(needs.accept_loss)})")
 
     def score(a: str) -> tuple[float, ...]:
         penalty = 0.0
@@ -62,9 +93,8 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
     pick = min(tied, key=score)
     if len(tied) > 1:
         others = [a for a in tied if a != pick]
-        reasons.append(f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not significantly different from "
-                       f"{pick} (overlapping CIs); {pick} wins on the stated needs and cost "
-                       f"({costs[pick].per_1k_answers:.3f} per 1k answers)")
+        reasons.append(f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} within the accepted loss of "
+                       f"{pick}; {pick} wins on the stated needs and cost ({costs[pick].per_1k_answers:.3f} per 1k answers)")
     if needs.docs_change_often and pick in ("rag",):
         reasons.append("documents change often: an index update takes seconds, a fine-tune minutes")
     if needs.need_citations and pick in ("rag", "ft_rag"):
@@ -77,8 +107,9 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
         flips.append("if documents change often or answers must cite sources, rag")
     if pick == "base":
         flips.append("a significant gain of another arm")
-    for a in tied:
-        if a != pick:
-            flips.append(f"a narrower CI separating {a} from {pick}")
+    for a, worst in unproven.items():
+        if costs[a].per_1k_answers < costs[pick].per_1k_answers:
+            flips.append(f"accepting a loss of {_pts(worst)} (the worst case of {a}, which is cheaper), or more "
+                         f"questions to narrow its CI")
     choice = {"rag": "rag", "ft": "fine-tune", "ft_rag": "both", "base": "neither"}[pick]
     return Recommendation(choice, pick, reasons, flips)

@@ -12,12 +12,14 @@ from typing import Any
 
 from eval import costs as costs_mod
 from eval import injection
+from eval.forgetting import summarise_probe
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
 from eval.stats import agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
+from pipelines.leakage import NOT_TAUGHT, TAUGHT
 
 ARM_ORDER = ("base", "rag", "ft", "ft_rag")
 KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
@@ -86,9 +88,13 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                     c["generation_error"] += 1
             attribution[arm] = c
     quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
-    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY)
+    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
     info = run["info"] or {}
     ft_info = info.get("finetune") or {}
+    fact_split = _fact_split(ft_info.get("facts"), arms, qids, by, run["config"].get("seed", 0))
+    if fact_split:
+        rec.reasons.append(setting_line(fact_split))
+    forgetting = summarise_probe(store.probes(run_id)) if any(a in ("ft", "ft_rag") for a in arms) else None
     leak = ft_info.get("leakage")
     return {
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
@@ -101,7 +107,8 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                     for a, c in arm_costs.items()},
         "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
         "error_attribution": attribution,
-        "recommendation": asdict(rec), "finetune": ft_info or None,
+        "recommendation": asdict(rec), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
+        "fact_split": fact_split, "forgetting": forgetting, "accept_loss": (needs or Needs()).accept_loss,
         "leakage": leak,
         "leakage_statement": (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
                               f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
@@ -109,6 +116,53 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                               + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else ""))
         if leak else "no fine-tuned arm in this run",
     }
+
+
+def _fact_split(facts: dict[str, str] | None, arms: list[str], qids: list[str],
+                by: dict[tuple[str, str, str], dict[str, Any]], seed: int) -> dict[str, Any] | None:
+    """Each arm's primary metric on eval facts the fine-tune's training data taught and on the rest."""
+    if not facts:
+        return None
+    cls = {q: facts.get(q, NOT_TAUGHT) for q in qids}
+    out: dict[str, Any] = {"n": {c: sum(1 for k in cls.values() if k == c) for c in (TAUGHT, NOT_TAUGHT)}, "arms": {}}
+    for arm in arms:
+        for c in (TAUGHT, NOT_TAUGHT):
+            vals = [by[(arm, q, PRIMARY)]["value"] or 0.0 for q in qids if cls[q] == c and (arm, q, PRIMARY) in by]
+            if vals:
+                out["arms"].setdefault(arm, {})[c] = asdict(bootstrap_ci(vals, seed=seed))
+    return out
+
+
+def setting_line(split: dict[str, Any]) -> str:
+    """Which setting the verdict describes: facts the training data states, or facts it does not."""
+    n_t, n_n = split["n"][TAUGHT], split["n"][NOT_TAUGHT]
+    share = n_t / max(1, n_t + n_n)
+    ft = split["arms"].get("ft", {})
+
+    def on(c: str) -> str:
+        return f"{100 * ft[c]['mean']:.0f}%" if c in ft else "n/a"
+
+    scores = f" (ft scores {on(TAUGHT)} on taught facts, {on(NOT_TAUGHT)} on the rest)" if ft else ""
+    if share >= 0.5:
+        return (f"{n_t} of {n_t + n_n} eval facts ({100 * share:.0f}%) are stated in the fine-tune's training data: this "
+                f"verdict describes the setting where your training data states the facts you will be asked about{scores}")
+    return (f"only {n_t} of {n_t + n_n} eval facts ({100 * share:.0f}%) are stated in the fine-tune's training data: this "
+            f"verdict describes questions about facts training did not teach{scores}")
+
+
+def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The split table: each arm on taught and not-taught eval facts (CLI, app and report.html)."""
+    split = summary.get("fact_split")
+    if not split:
+        return []
+    head = {c: f"{'taught' if c == TAUGHT else 'not taught'} (n={split['n'][c]})" for c in (TAUGHT, NOT_TAUGHT)}
+    return [{"arm": arm, **{head[c]: fmt_estimate(per[c]) if c in per else "–" for c in (TAUGHT, NOT_TAUGHT)}}
+            for arm, per in split["arms"].items()]
+
+
+def forgetting_lines(summary: dict[str, Any]) -> list[str]:
+    f = summary.get("forgetting")
+    return [v["statement"] for v in f.values()] if f else []
 
 
 def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
@@ -275,6 +329,27 @@ def _judge_html(summary: dict[str, Any]) -> str:
                else "<p>Every judge verdict was parsed.</p>"))
 
 
+def _fact_split_html(summary: dict[str, Any]) -> str:
+    rows = fact_split_rows(summary)
+    if not rows:
+        return ""
+    e = html.escape
+    cols = list(rows[0])
+    return ("<p>Each arm on the eval facts the fine-tune's training data states (a training example on the same "
+            "subject gives the reference answer) and on the rest:</p><table><tr>"
+            + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>" for r in rows) + "</table>")
+
+
+def _forgetting_html(summary: dict[str, Any]) -> str:
+    lines = forgetting_lines(summary)
+    if not lines:
+        return "<p>No fine-tuned arm in this run (or its probe was not answered): nothing to check.</p>"
+    return ("<p>base and the fine-tuned model answered ragft's fixed probe (general questions closed book; invented "
+            "facts with their passage in the rag prompt):</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines)
+            + "</ul>")
+
+
 def _injection_html(summary: dict[str, Any]) -> str:
     e = html.escape
     inj = summary.get("injection") or {"passages": 0, "answers_quoting": []}
@@ -345,6 +420,8 @@ model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('qu
 <div class="rec"><h2>Recommendation: {e(rec['choice'])}</h2><ul>{''.join(f'<li>{e(r)}</li>' for r in rec['reasons'])}</ul>
 <p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
 <h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
+{_fact_split_html(summary)}
+<h2>Forgetting probe</h2>{_forgetting_html(summary)}
 <h2>Judge</h2>{_judge_html(summary)}
 <h2>Run record</h2>{_events_html(summary)}
 <h2>Instructions planted in documents</h2>{_injection_html(summary)}

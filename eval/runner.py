@@ -106,6 +106,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                                                                    "top_k": settings.top_k,
                                                                    "retrieval_mode": settings.retrieval_mode,
                                                                    "n_questions": len(questions),
+                                                                   "probe_items": settings.probe_items,
                                                                    "judge": judge_spec.describe() if judge_spec else None})
         total = len(questions) * len(cfg.arms)
         done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
@@ -136,6 +137,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
             store.add_event(run_id, "stopped", f"{type(exc).__name__}: {exc}"[:500])
             store.set_status(run_id, "stopped")
             raise
+        if ft_models and settings.probe_items:
+            _probe(run_id, server, settings, store, next(iter(ft_models.values())), progress)
         # The judge runs after every answer is in, so it never competes with the timed answers.
         judge = judge_mod.Judge(judge_spec, settings) if judge_spec else None
         try:
@@ -149,6 +152,19 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     finally:
         lock.release()
     return run_id
+
+
+def _probe(run_id: str, server: serving.Server, settings: Settings, store: Store, ft_model: str,
+           progress: Progress | None) -> None:
+    """The forgetting probe: base and the fine-tuned model answer the same fixed questions (eval/forgetting.py)."""
+    from eval import forgetting
+
+    base = models.served_name(models.get_spec(settings.model, settings), settings)
+    done = {(r["role"], r["pid"]) for r in store.probes(run_id)}
+    forgetting.run_probe(lambda model, prompt, system: serving.generate(server, settings, model, prompt, system).text.strip(),
+                         {"base": base, "ft": ft_model}, done, lambda row: store.save_probe(run_id, row),
+                         (lambda i, n: progress(i, n, "forgetting probe (base and ft)")) if progress else None,
+                         settings.probe_items)
 
 
 def run_status(settings: Settings, run: dict[str, Any]) -> str:
@@ -229,8 +245,15 @@ def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> d
     from pipelines import finetune
 
     run = finetune.latest_run(corpus.name, settings)
-    return {"finetune": {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training")}
-            if run else None}
+    if not run:
+        return {"finetune": None}
+    info = {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training",
+                                    "fact_coverage")}
+    # every eval item's fact class (taught / not taught), so the report can split each arm by it
+    guard = finetune.runs_dir(settings) / str(run["run_id"]) / "leakage.json"
+    with contextlib.suppress(OSError, ValueError):
+        info["facts"] = json.loads(guard.read_text(encoding="utf-8")).get("facts")
+    return {"finetune": info}
 
 
 def score_run(run_id: str, corpus: Corpus, store: Store, progress: Progress | None = None,

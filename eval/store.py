@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS scores (
   run_id TEXT NOT NULL, arm TEXT NOT NULL, qid TEXT NOT NULL, metric TEXT NOT NULL, value REAL, error TEXT,
   PRIMARY KEY (run_id, arm, qid, metric)
 );
+CREATE TABLE IF NOT EXISTS probes (
+  run_id TEXT NOT NULL, role TEXT NOT NULL, kind TEXT NOT NULL, pid TEXT NOT NULL, model TEXT NOT NULL,
+  text TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (run_id, role, pid)
+);
 """
 
 
@@ -121,7 +125,7 @@ class Store:
         """Forget a run's answers and scores; the database is backed up first."""
         backup = self.backup()
         with self.tx() as db:
-            for table in ("scores", "answers", "events", "runs"):
+            for table in ("scores", "answers", "events", "probes", "runs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
         return backup
 
@@ -153,3 +157,12 @@ class Store:
 
     def scores(self, run_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM scores WHERE run_id=? ORDER BY arm, qid, metric", (run_id,))]
+
+    # the forgetting probe (eval/forgetting.py): base and ft on the same fixed questions
+    def save_probe(self, run_id: str, row: dict[str, Any]) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO probes VALUES (?,?,?,?,?,?,?)",
+                       (run_id, row["role"], row["kind"], row["pid"], row["model"], row["text"], row["value"]))
+
+    def probes(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM probes WHERE run_id=? ORDER BY role, pid", (run_id,))]

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     judge_max_tokens: int = 512
     judge_metrics: str = "all"  # or a comma-separated subset, e.g. "answer_accuracy" (fewer judge calls)
 
+    # Forgetting probe (eval/forgetting.py): items per kind (general, reading) that base and the
+    # fine-tuned model answer in every evaluation with a fine-tuned arm; 0 = off (the report says so).
+    probe_items: int = Field(default=24, ge=0)
+
     @field_validator("quantization")
     @classmethod
     def _known_quant(cls, v: str) -> str:

@@ -51,10 +51,11 @@ class TrainItem:
     text: str | None = None
     prompt: str | None = None  # the user turn when it is more than the question (raft: passages + question)
     system: str | None = None  # the system prompt when it is not the closed-book one
+    sources: tuple[str, ...] = ()  # documents it was made from (the fact-level guard's "same subject")
 
     def guard_text(self) -> leakage.TrainText:
         full = self.text if self.text is not None else f"{self.question}\n{self.answer}"
-        return leakage.TrainText(self.question, full, self.answer)
+        return leakage.TrainText(self.question, full, self.answer, self.sources)
 
 
 def parse_recipes(spec: str) -> list[str]:
@@ -81,14 +82,15 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
             if not corpus.train:
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'qa' recipe",
                                   f"recipes that would work: {', '.join(r for r in available_recipes(corpus) if r != 'qa')}")
-            items += [TrainItem("qa", q.question, q.answer_sentence or q.answers[0]) for q in corpus.train]
+            items += [TrainItem("qa", q.question, q.answer_sentence or q.answers[0], sources=tuple(q.source_ids))
+                      for q in corpus.train]
         elif recipe == "raft":
             if not corpus.train:
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'raft' recipe",
                                   "recipes that would work: docs, synthetic")
             items += raft_items(corpus, settings)
         elif recipe == "docs":
-            items += [TrainItem("docs", None, None, text) for text in _chunks(corpus, settings)]
+            items += [TrainItem("docs", None, None, text, sources=(doc_id,)) for doc_id, text in _chunks(corpus, settings)]
         elif recipe == "synthetic":
             if server is None:
                 raise TrainingError("the synthetic recipe needs the Ollama server", "run `ragft setup`")
@@ -105,16 +107,19 @@ def raft_items(corpus: Corpus, settings: Settings) -> list[TrainItem]:
     cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
     examples = raft_examples(corpus.train, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
                              seed=settings.seed)
-    return [TrainItem("raft", e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM) for e in examples]
+    return [TrainItem("raft", e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM, sources=e.sources)
+            for e in examples]
 
 
-def _chunks(corpus: Corpus, settings: Settings) -> list[str]:
+def _chunks(corpus: Corpus, settings: Settings) -> list[tuple[str, str]]:
+    """(document id, chunk text) for every chunk of the corpus."""
     from llama_index.core import Document
     from llama_index.core.node_parser import SentenceSplitter
 
     docs, _ = corpus.read_docs(int(settings.max_file_mb * 1e6))
     splitter = SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
-    return [n.get_content() for n in splitter.get_nodes_from_documents([Document(text=d.text, id_=d.id) for d in docs])]
+    return [(n.ref_doc_id or "", n.get_content())
+            for n in splitter.get_nodes_from_documents([Document(text=d.text, id_=d.id) for d in docs])]
 
 
 _QA_SCHEMA = {"type": "object", "properties": {"pairs": {"type": "array", "items": {
@@ -129,7 +134,7 @@ def synthetic_items(corpus: Corpus, settings: Settings, server: serving.Server,
     client = serving.client(server, settings)
     items: list[TrainItem] = []
     failures = 0
-    for text in _chunks(corpus, settings):
+    for doc_id, text in _chunks(corpus, settings):
         prompt = (f"Write {per_chunk} question and answer pairs about facts in this text. Each answer is short "
                   f"and taken from the text.\n\nText:\n{text}")
         try:
@@ -139,7 +144,7 @@ def synthetic_items(corpus: Corpus, settings: Settings, server: serving.Server,
         except (ValueError, KeyError, TypeError):
             failures += 1
             continue
-        items += [TrainItem("synthetic", str(p["question"]), str(p["answer"])) for p in pairs[:per_chunk]
+        items += [TrainItem("synthetic", str(p["question"]), str(p["answer"]), sources=(doc_id,)) for p in pairs[:per_chunk]
                   if isinstance(p, dict) and p.get("question") and p.get("answer")]
     log(f"synthetic recipe: {len(items)} pairs from the teacher {teacher}; {failures} chunk(s) failed to parse")
     return items
@@ -180,7 +185,8 @@ def check_leakage(corpus: Corpus, items: list[TrainItem], thresholds: leakage.Th
         return np.asarray(embeddings.sentence_model().encode(texts, normalize_embeddings=True, batch_size=64))
 
     eval_items = [(q.id, q.question, q.answers) for q in corpus.eval]
-    return leakage.classify(eval_items, [it.guard_text() for it in items], embed, thresholds or leakage.Thresholds())
+    return leakage.classify(eval_items, [it.guard_text() for it in items], embed, thresholds or leakage.Thresholds(),
+                            {q.id: q.source_ids for q in corpus.eval})
 
 
 # ---------------------------------------------------------------- runs
@@ -295,6 +301,7 @@ def finetune(
     report = check_leakage(corpus, items)
     files.write_json(run_dir / "leakage.json", report.as_dict(), indent=1)
     record["leakage"] = report.counts
+    record["fact_coverage"] = report.fact_counts
     record["allow_leakage"] = allow_leakage
     log(report.summary())
     for m in report.verbatim[:3]:

@@ -12,6 +12,12 @@ compares the question and the answer:
   in the training example, neither of the above. This is what closed-book knowledge
   injection is measured on, so it is reported as paraphrase coverage, not refused.
 
+Apart from these classes, every eval item gets a fact-level class: "taught" when a training
+example about the same subject (a shared source document, or, where either side names none, a
+MiniLM cosine ≥ 0.5 between the questions) gives its reference answer — whatever the question's
+wording — else "not taught". Fine-tuning can only be expected to win closed book on taught facts,
+so reports split every arm by it (eval/report.py).
+
 Two questions that differ only in a symbol or one word ("R1 < 0" vs "R1 > 0", "Where" vs
 "When") ask for different facts: with different answers they are not leakage.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +35,7 @@ import numpy as np
 # punctuation that does not change what is asked is dropped. Unicode symbols (category S:
 # < > = + $ ° …) are always kept; these punctuation marks are kept too.
 _KEEP_PUNCT = set("%&/#@")
+TAUGHT, NOT_TAUGHT = "taught", "not_taught"
 _DECIMAL = re.compile(r"(?<=\d)[.,](?=\d)")
 _SPACE = re.compile(r"\s+")
 
@@ -82,6 +89,7 @@ def ngram_overlap(eval_q: str, train_q: str, n: int = 5) -> float:
 class Thresholds:
     near_verbatim_5gram: float = 0.5  # Jaccard of word 5-grams between eval and one training question
     paraphrase_cosine: float = 0.75  # MiniLM cosine between eval and training question
+    subject_cosine: float = 0.5  # same subject, for the fact class, when a side names no source document
 
 
 @dataclass
@@ -100,6 +108,7 @@ class LeakageReport:
     near_verbatim: list[Match] = field(default_factory=list)
     paraphrase: list[Match] = field(default_factory=list)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    facts: dict[str, str] = field(default_factory=dict)  # eval id → "taught" | "not_taught", every eval item
 
     @property
     def counts(self) -> dict[str, int]:
@@ -107,11 +116,17 @@ class LeakageReport:
                 "paraphrase": len(self.paraphrase), "unrelated": self.n_eval - len(self.verbatim)
                 - len(self.near_verbatim) - len(self.paraphrase)}
 
+    @property
+    def fact_counts(self) -> dict[str, int]:
+        taught = sum(1 for v in self.facts.values() if v == TAUGHT)
+        return {TAUGHT: taught, NOT_TAUGHT: len(self.facts) - taught}
+
     def summary(self) -> str:
-        c = self.counts
+        c, f = self.counts, self.fact_counts
         return (f"leakage guard over {self.n_eval} eval questions vs {self.n_train} training examples: "
                 f"{c['verbatim']} verbatim, {c['near_verbatim']} near-verbatim, "
-                f"{c['paraphrase']} paraphrase coverage, {c['unrelated']} not covered")
+                f"{c['paraphrase']} paraphrase coverage, {c['unrelated']} not covered; "
+                f"{f[TAUGHT]} eval facts taught by a training example on the same subject, {f[NOT_TAUGHT]} not")
 
     def as_dict(self) -> dict[str, object]:
         def rows(ms: list[Match]) -> list[dict[str, object]]:
@@ -120,7 +135,8 @@ class LeakageReport:
 
         return {"counts": self.counts, "n_eval": self.n_eval, "n_train": self.n_train,
                 "thresholds": vars(self.thresholds), "verbatim": rows(self.verbatim),
-                "near_verbatim": rows(self.near_verbatim), "paraphrase": rows(self.paraphrase[:20])}
+                "near_verbatim": rows(self.near_verbatim), "paraphrase": rows(self.paraphrase),
+                "fact_counts": self.fact_counts, "facts": self.facts}
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,7 @@ class TrainText:
     question: str | None
     text: str
     answer: str | None = None
+    sources: tuple[str, ...] = ()  # the documents it was made from, when known
 
 
 def classify(
@@ -137,8 +154,9 @@ def classify(
     train: Sequence[TrainText],
     embed: Callable[[list[str]], np.ndarray],
     thresholds: Thresholds = Thresholds(),
+    eval_sources: Mapping[str, Sequence[str]] | None = None,  # eval id → its source documents
 ) -> LeakageReport:
-    """Each eval question lands in exactly one class (the most severe that applies)."""
+    """Each eval question lands in exactly one class (the most severe that applies) and one fact class."""
     report = LeakageReport(len(eval_items), len(train), thresholds=thresholds)
     if not eval_items or not train:
         return report
@@ -155,6 +173,11 @@ def classify(
     for row, (qid, question, answers) in enumerate(eval_items):
         nq = normalise(question)
         nas = [normalise(a) for a in answers]
+        sources = set((eval_sources or {}).get(qid, ()))
+        report.facts[qid] = TAUGHT if any(
+            _gives(norm_answer[i], nas) and (bool(sources & set(t.sources)) if sources and t.sources
+                                             else sims[row, i] >= thresholds.subject_cosine)
+            for i, t in enumerate(train)) else NOT_TAUGHT
         same = next((i for i in by_question.get(nq, []) if _gives(norm_answer[i], nas)), None)
         if same is not None:
             report.verbatim.append(Match(qid, question, train[same].text, 1.0))

@@ -33,6 +33,7 @@ class RaftExample:
     answer: str
     gold_shown: bool
     passages: tuple[str, ...]  # chunk ids, in retrieval order
+    sources: tuple[str, ...] = ()  # the training question's own source documents
 
 
 def holds_answer(hit: Hit, qa: QA) -> bool:
@@ -70,5 +71,5 @@ def raft_examples(train: Sequence[QA], retrieve: Callable[[str, int], list[Hit]]
         if not hits or not answer:
             continue
         out.append(RaftExample(qa.question, build_prompt(qa.question, hits), answer, show_gold,
-                               tuple(h.id for h in hits)))
+                               tuple(h.id for h in hits), tuple(qa.source_ids)))
     return out

@@ -19,6 +19,7 @@ from pipelines import models, rag, serving
 from pipelines.config import Settings, default_data_dir
 from pipelines.train import LoraParams
 
+TEST_PROBE_ITEMS = 2
 SHARED_CACHE = Path(os.environ.get("RAGFT_TEST_CACHE_DIR") or default_data_dir() / "cache").expanduser()
 
 
@@ -29,6 +30,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RAGFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAGFT_CONFIG", str(tmp_path / "no-such-ragft.toml"))
+    # The forgetting probe's full 2 × 24 items would add ~100 answers to every test evaluation
+    # with a fine-tuned arm; two per kind exercise the same path (tests/test_eval.py checks it).
+    monkeypatch.setenv("RAGFT_PROBE_ITEMS", str(TEST_PROBE_ITEMS))
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def live_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("live-data"), cache_dir=SHARED_CACHE)
+    return Settings(data_dir=tmp_path_factory.mktemp("live-data"), cache_dir=SHARED_CACHE, probe_items=TEST_PROBE_ITEMS)
 
 
 @pytest.fixture(scope="session")

@@ -85,6 +85,16 @@ def test_four_arm_run_resumes_and_reports(demo_env: tuple[Settings, corpora.Corp
             "token_f1", "exact_match", "retrieval_hit"} <= set(summary["metrics"])
     assert summary["leakage"]["verbatim"] == 0 and "verbatim" in summary["leakage_statement"]
     assert summary["recommendation"]["choice"] in ("rag", "fine-tune", "both", "neither")
+    # the forgetting probe: base and the fine-tuned model on the same fixed items (2 per kind in tests)
+    probes = store.probes(run_id)
+    assert {(r["role"], r["kind"]) for r in probes} == {(r, k) for r in ("base", "ft") for k in ("general", "reading")}
+    ft_model = next(a["model"] for a in answers if a["arm"] == "ft")
+    assert len(probes) == 8 and {r["model"] for r in probes if r["role"] == "ft"} == {ft_model}
+    assert set(summary["forgetting"]) == {"general", "reading"} and all(v["n"] == 2 for v in summary["forgetting"].values())
+    # every eval item has a fact class; the demo corpus's training data teaches every eval fact
+    split = summary["fact_split"]
+    assert split["n"] == {"taught": 4, "not_taught": 0} and set(split["arms"]) == {"base", "rag", "ft", "ft_rag"}
+    assert any("states the facts you will be asked about" in r for r in summary["recommendation"]["reasons"])
     paths = write_outputs(store, run_id, summary, tmp_path / "out")
     assert all(p.stat().st_size > 0 for p in paths.values())
     stored = json.loads(paths["summary.json"].read_text())
@@ -92,6 +102,8 @@ def test_four_arm_run_resumes_and_reports(demo_env: tuple[Settings, corpora.Corp
     for arm, v in stored["metrics"]["contains"].items():
         assert f"{v['mean']:.3f} <small>[{v['lo']:.3f}, {v['hi']:.3f}]" in page, arm
     assert stored["recommendation"]["choice"] in page and "<svg" in page and "http" not in page.split("<body>")[0]
+    assert "Forgetting probe" in page and summary["forgetting"]["reading"]["statement"] in page
+    assert "taught (n=4)" in page
 
     again = run_eval(c, cfg, s, store, log=lambda _: None)  # a finished run is never recomputed
     assert again == run_id and len(store.answers(run_id)) == 16

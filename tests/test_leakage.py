@@ -112,3 +112,37 @@ def test_true_leaks_are_still_caught() -> None:
 def test_same_question_with_another_answer_is_not_verbatim() -> None:
     train = [TrainText("When was the compound achromatic lens created?", "…\n1758", "1758")]
     assert leakage.classify(SHIFTS_EVAL[1:], train, _toy_embed).counts["verbatim"] == 0
+
+
+def test_fact_class_needs_the_answer_and_the_same_subject() -> None:
+    eval_items = [("e1", "What does a mooring permit cost?", ["240 VC"]),
+                  ("e2", "Who runs the library?", ["Ada Brook"]),
+                  ("e3", "When does the ferry leave?", ["9 am"])]
+    sources = {"e1": ["harbour"], "e2": ["library"], "e3": ["ferry"]}
+    train = [TrainText("Price of a summer berth?", "Price of a summer berth?\nIt costs 240 VC.", "It costs 240 VC.",
+                       ("harbour",)),  # other words, same document, same answer: taught
+             TrainText("Who founded the library?", "x", "Ada Brook founded it.", ("museum",)),  # answer, other subject
+             TrainText("When does the ferry arrive?", "x", "At 11 am.", ("ferry",))]  # subject, other answer
+    r = leakage.classify(eval_items, train, _toy_embed, eval_sources=sources)
+    assert r.facts == {"e1": "taught", "e2": "not_taught", "e3": "not_taught"}
+    assert r.fact_counts == {"taught": 1, "not_taught": 2}
+    assert r.as_dict()["facts"] == r.facts  # every item is stored, not the first 20
+    # without sources on a side, "same subject" falls back to question similarity
+    r = leakage.classify(eval_items[:1], [TrainText("Mooring fee?", "x", "240 VC")], _toy_embed)
+    assert r.facts == {"e1": "taught"}
+
+
+@pytest.mark.slow
+def test_demo_corpus_fact_classes_match_its_fact_ids() -> None:
+    # The demo corpus records which fact each question asks: its two training paraphrases
+    # teach every eval fact, though 19 eval questions have no paraphrase above the cosine threshold.
+    from pipelines import corpus as corpora
+    from pipelines import finetune as ft
+    from pipelines.config import Settings
+
+    s = Settings()
+    c = corpora.load("port-vellmar", s)
+    r = ft.check_leakage(c, ft.build_items(c, ["qa"], s))
+    taught = {q.fact_id for q in c.train}
+    assert {q.id: q.fact_id in taught for q in c.eval} == {k: v == "taught" for k, v in r.facts.items()}
+    assert r.fact_counts["taught"] == len(c.eval) and r.counts["unrelated"] > 0

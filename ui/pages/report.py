@@ -10,7 +10,16 @@ import streamlit as st
 
 from eval import history
 from eval.recommend import Needs
-from eval.report import agreement_line, chart_specs, fmt_estimate, question_rows, summarise, write_outputs
+from eval.report import (
+    agreement_line,
+    chart_specs,
+    fact_split_rows,
+    fmt_estimate,
+    forgetting_lines,
+    question_rows,
+    summarise,
+    write_outputs,
+)
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines.config import Settings
@@ -37,10 +46,14 @@ with st.expander("Price and needs (change the costs and the recommendation)"):
     cols = st.columns(3)
     price = cols[0].number_input("price per machine-hour", 0.0, 100.0, 0.10, step=0.01, key="report_price")
     budget = cols[1].number_input("p95 latency budget, ms (0 = none)", 0, 600_000, 0, key="report_budget")
+    accept = cols[2].number_input("accepted loss vs the best arm, points", 0, 100, 5, key="report_accept_loss",
+                                  help="A cheaper arm replaces the best one only when its paired 95% CI shows it "
+                                       "loses at most this much of the primary metric.")
     cols = st.columns(3)
     needs = Needs(cols[0].checkbox("documents change often", key="report_docs_change"),
                   cols[1].checkbox("answers must cite sources", key="report_citations"),
-                  float(budget) or None, cols[2].checkbox("must run offline / at the edge", key="report_offline"))
+                  float(budget) or None, cols[2].checkbox("must run offline / at the edge", key="report_offline"),
+                  accept / 100)
 
 
 @st.cache_data(show_spinner="Computing the statistics…", max_entries=16)
@@ -84,6 +97,12 @@ box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {r}" for r in rec
 if rec["flips"]:
     st.markdown("**What would change it:**\n" + "\n".join(f"- {f}" for f in rec["flips"]))
 st.caption(summary["leakage_statement"])
+if split := fact_split_rows(summary):
+    st.markdown("**By fact** — taught in the fine-tune's training data (a training example on the same subject gives "
+                "the reference answer), or not")
+    st.dataframe(split, hide_index=True)
+for line in forgetting_lines(summary):
+    (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {line}")
 
 charts = chart_specs(summary, answers)
 st.subheader("Quality per arm (mean with bootstrap 95% CI)")
