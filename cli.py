@@ -216,6 +216,8 @@ def finetune_cmd(
     max_length: Annotated[int | None, typer.Option(
         help="Tokens per example: documents are cut to it, a longer chat example is an error. Default 256, 1024 with raft.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 20,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        help="Recompute activations in the backward pass (less memory, more time). Default: on above 512 tokens.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, init).")] = 42,
     allow_leakage: Annotated[bool, typer.Option(help="Train even if eval questions appear verbatim.")] = False,
     resume: Annotated[str | None, typer.Option(help="Run id of an interrupted run to continue.")] = None,
@@ -236,7 +238,7 @@ def finetune_cmd(
     params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules, epochs=epochs, lr=lr,  # type: ignore[arg-type]
                         max_length=max_length or ft.default_max_length(recipes), batch_size=batch_size,
                         grad_accum=grad_accum, seed=seed,
-                        checkpoint_every=checkpoint_every)
+                        checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing)
     params.validate()
     server = serving.ensure_server(settings, err.print)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, console.print)

@@ -25,6 +25,9 @@ class TrainingError(RagftError):
     """Training stopped (NaN loss, out of memory, bad parameters); checkpoints are kept."""
 
 
+GC_FROM = 512  # tokens per example above which gradient checkpointing is on by default
+
+
 @dataclass
 class LoraParams:
     r: int = 32
@@ -39,6 +42,14 @@ class LoraParams:
     seed: int = 42
     checkpoint_every: int = 20  # optimizer steps
     warmup_ratio: float = 0.05
+    # Recompute each layer's activations in the backward pass instead of keeping them all. None:
+    # on when max_length > GC_FROM. raft's batches of 8 × ~1k tokens kept ~23 GB of activations
+    # (mostly attention maps) for SmolLM2-135M, and the kernel killed the run on a 24 GB machine.
+    gradient_checkpointing: bool | None = None
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.max_length > GC_FROM if self.gradient_checkpointing is None else self.gradient_checkpointing
 
     def validate(self) -> None:
         for name in ("r", "alpha", "epochs", "max_length", "batch_size", "grad_accum", "checkpoint_every"):
@@ -170,6 +181,9 @@ def train_lora(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = model.to(device)
+    if params.checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
                                              target_modules=params.target_modules, task_type="CAUSAL_LM"))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -244,7 +258,7 @@ def train_lora(
     return {
         "status": "trained", "steps": step, "total_steps": total_steps, "examples": len(examples),
         "train_tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1) if wall else 0.0,
-        "peak_rss_mb": round(peak_rss_mb(), 1), "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "gradient_checkpointing": params.checkpointing, "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
         "final_loss": _last_loss(log_path), "params": asdict(params),
     }
 
