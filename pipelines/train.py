@@ -258,7 +258,8 @@ def train_lora(
     return {
         "status": "trained", "steps": step, "total_steps": total_steps, "examples": len(examples),
         "train_tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1) if wall else 0.0,
-        "peak_rss_mb": round(peak_rss_mb(), 1), "gradient_checkpointing": params.checkpointing, "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "gradient_checkpointing": params.checkpointing,
+        "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
         "final_loss": _last_loss(log_path), "params": asdict(params),
     }
 
