@@ -58,6 +58,8 @@ def run_naive(recipes: str) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
+    from pipelines.train import GC_FROM
+
     base, examples, threads = _examples(recipes)
     max_len = RECIPES[recipes]
     torch.set_num_threads(threads)
@@ -82,7 +84,10 @@ def run_naive(recipes: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=STEPS, learning_rate=1e-3,
                                  report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=42,
-                                 dataloader_num_workers=0, remove_unused_columns=False)
+                                 dataloader_num_workers=0, remove_unused_columns=False,
+                                 # the same memory strategy as ragft's loop (LoraParams.checkpointing)
+                                 gradient_checkpointing=max_len > GC_FROM,
+                                 gradient_checkpointing_kwargs={"use_reentrant": False})
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
         started = time.perf_counter()
         trainer.train()
