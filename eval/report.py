@@ -250,6 +250,17 @@ def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path)
     return paths
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(…)` in a model's answer or a
+    document) gets a leading apostrophe, which spreadsheets show as text; numbers are kept."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[dict[str, Any]], cols: list[str], fix: Any = None) -> str:
     import io
 
@@ -257,7 +268,7 @@ def _csv(rows: list[dict[str, Any]], cols: list[str], fix: Any = None) -> str:
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow(fix(r) if fix else r)
+        w.writerow({k: csv_cell(v) for k, v in (fix(r) if fix else r).items()})
     return buf.getvalue()
 
 

@@ -1,14 +1,16 @@
 """SQLite run history: every answer and every score is written as soon as it exists.
 
 WAL mode and a busy timeout let two evaluations (CLI and app) write at once; each write is its
-own transaction, so a killed process loses at most the answer it was producing.
+own transaction, so a killed process loses at most the answer it was producing. Within one process
+the connection is shared by the answering threads (`--concurrency`): a lock serialises their
+transactions, since SQLite has one transaction per connection.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,23 +65,32 @@ class Store:
                              f"ragft never overwrites it; move it aside (e.g. `mv {path} {path}.broken`) and run again, "
                              "or restore a backup") from exc
         self.db.row_factory = sqlite3.Row
+        self._tx_lock = threading.RLock()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with self._tx_lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self.db.close()
 
     def backup(self) -> Path:
-        dest = self.path.with_suffix(f".{int(time.time())}.bak")
-        shutil.copy2(self.path, dest)
+        """A consistent copy through SQLite's online backup: a plain file copy of a WAL database
+        misses every commit still in the -wal file."""
+        dest = self.path.with_suffix(f".{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.bak")
+        target = sqlite3.connect(dest)
+        try:
+            with self._tx_lock:
+                self.db.backup(target)
+        finally:
+            target.close()
         return dest
 
     # runs

@@ -140,8 +140,16 @@ def test_cli_killed_mid_evaluation_resumes_to_the_uninterrupted_result(fault_env
     after_kill = ({(a["qid"]): a["text"] for a in answers},
                   {(r["qid"], r["metric"]): r["value"] for r in store.scores(run_id)})
 
+    backups_before = set(s.runs_db.parent.glob("*.bak"))
     fresh = subprocess.run(cmd + ["--rerun"], env=_env(s), capture_output=True, text=True)  # uninterrupted
     assert fresh.returncode == 0, fresh.stderr
+    # --rerun backed the database up first, while this test's connection kept the WAL open: the
+    # backup holds every answer of the killed-and-resumed run, not just what reached the main file
+    (backup,) = set(s.runs_db.parent.glob("*.bak")) - backups_before
+    backed_up = {(a["arm"], a["qid"]): (a["text"], a["created"]) for a in Store(backup).answers(run_id)}
+    assert len(backed_up) == 8
+    for key, value in before.items():
+        assert backed_up[key] == value
     uninterrupted = ({(a["qid"]): a["text"] for a in store.answers(run_id)},
                      {(r["qid"], r["metric"]): r["value"] for r in store.scores(run_id)})
     assert after_kill[0] == uninterrupted[0]
@@ -278,6 +286,62 @@ def test_two_evaluations_at_once_do_not_corrupt_each_other(fault_env: Settings, 
     finally:
         holder.release()
     assert second.returncode == 1 and "is being answered right now" in second.stderr + second.stdout
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_concurrent_answers_share_the_store_safely(fault_env: Settings, tmp_path: Path) -> None:
+    # four answering threads write through one process's store: their transactions must not overlap
+    s = fault_env
+    c = corpora.load("port-vellmar", s)
+    store = Store(tmp_path / "runs.sqlite")
+    run_id = run_eval(c, EvalConfig(["base"], limit=8, seed=31, concurrency=4), s, store, log=lambda _: None)
+    answers = store.answers(run_id)
+    assert len(answers) == 8 and store.run(run_id)["status"] == "done"
+    assert not [e for e in store.events(run_id) if e["kind"] == "stopped"]
+
+
+def test_threads_writing_through_one_store_do_not_collide(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path / "runs.sqlite")
+    store.ensure_run("r1", "c", ["base"], {})
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def write(t: int) -> None:
+        start.wait()
+        try:
+            for i in range(150):
+                store.add_event("r1", "tick", f"{t}-{i}")
+        except BaseException as exc:  # noqa: BLE001 (collected and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    assert len(store.events("r1")) == 900
+
+
+def test_backup_of_a_live_database_holds_every_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.sqlite")
+    store.ensure_run("r1", "c", ["base"], {})
+    store.add_event("r1", "resumed", "x")
+    backup = store.backup()  # the writer's connection is still open: the commits sit in the WAL
+    copy = Store(backup)
+    assert copy.run("r1")["corpus"] == "c" and [e["kind"] for e in copy.events("r1")] == ["resumed"]
+
+
+def test_csv_cells_never_become_spreadsheet_formulas() -> None:
+    from eval.report import _csv
+
+    rows = [{"arm": "rag", "text": '=HYPERLINK("http://x","y")', "q": "+1", "r": "@SUM(A1)", "s": "-2+3", "v": -0.5}]
+    out = _csv(rows, ["arm", "text", "q", "r", "s", "v"])
+    line = out.splitlines()[1]
+    assert line == '''rag,"'=HYPERLINK(""http://x"",""y"")",'+1,'@SUM(A1),'-2+3,-0.5'''
 
 
 # 7 ------------------------------------------------------------------------------------------
