@@ -26,7 +26,9 @@ from pipelines.errors import ConfigError, UnknownNameError
 # they apply to the rag arms only (closed-book arms have none: not applicable, not failed).
 JUDGE_METRICS = ("answer_accuracy", "answer_relevancy", "faithfulness", "context_precision", "context_recall")
 NEEDS_CONTEXT = frozenset({"faithfulness", "context_precision", "context_recall"})
-KEY_ENV = ("RAGFT_JUDGE_API_KEY", "OPENAI_API_KEY")
+# Only ragft's own variable: a team's OPENAI_API_KEY is never sent to whatever endpoint a judge URL names.
+KEY_ENV = "RAGFT_JUDGE_API_KEY"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # What a sound verdict can add up to. ragas averages whatever verdicts the judge returns, so a
 # judge that answers "6" where the schema wants 0/1 would report a precision of 6; such a score
 # is a failed verdict, not a number. Answer relevancy is a cosine and may dip below zero.
@@ -59,11 +61,30 @@ def api_key(spec: JudgeSpec) -> str:
     """The key for a remote judge, from the environment only."""
     if spec.local:
         return "ollama"  # Ollama ignores the key; the client library insists on one
-    for name in KEY_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV]
     raise ConfigError(f"the judge endpoint {spec.base_url} needs an API key",
-                      f"export {KEY_ENV[0]} (or {KEY_ENV[1]}) in the environment; ragft never stores it")
+                      f"export {KEY_ENV} in the environment; ragft never stores it")
+
+
+def check_endpoint(url: str, what: str = "judge_base_url") -> str:
+    """An OpenAI-compatible base URL: https, or http on this machine only (a key sent in clear text
+    over a network is a key given away)."""
+    from urllib.parse import urlsplit
+
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL", "e.g. RAGFT_JUDGE_BASE_URL=https://api.openai.com/v1")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ConfigError(f"{what} {url!r} is plain http to another machine: the API key would travel unencrypted",
+                          f"use https://{parts.netloc}{parts.path} (http is accepted on 127.0.0.1/localhost only)")
+    return url
+
+
+def scrub(text: str, secret: str) -> str:
+    """An endpoint's error text without the key (a server may echo the request's headers)."""
+    return text.replace(secret, "[key]") if secret and len(secret) >= 4 else text
 
 
 def resolve(judge: str, settings: Settings, server: Any, generator_models: Sequence[str],
@@ -71,10 +92,7 @@ def resolve(judge: str, settings: Settings, server: Any, generator_models: Seque
     """Turn `--judge NAME` into an endpoint and model; prepares a registry model on ragft's Ollama."""
     selected_metrics(settings)  # a bad metric list fails before any answer is generated
     if settings.judge_base_url:
-        url = settings.judge_base_url.rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"judge_base_url {settings.judge_base_url!r} is not an http(s) URL",
-                              "e.g. RAGFT_JUDGE_BASE_URL=https://api.openai.com/v1")
+        url = check_endpoint(settings.judge_base_url)
         return JudgeSpec(judge, url, False, judge in generator_models)
     from pipelines import serving
 
@@ -112,7 +130,9 @@ class Judge:
         self.timeout_s = settings.judge_timeout_s
         self._loop = asyncio.Runner()
         # Retries are ours to count, not the client's to hide: one attempt per request.
-        client = AsyncOpenAI(base_url=spec.base_url, api_key=api_key(spec), timeout=settings.judge_timeout_s,
+        key = api_key(spec)
+        self._key = "" if spec.local else key  # what error texts must not carry
+        client = AsyncOpenAI(base_url=spec.base_url, api_key=key, timeout=settings.judge_timeout_s,
                              max_retries=0)
         client.chat.completions.create = _with_json_schema(client.chat.completions.create)  # type: ignore[method-assign]
         llm = InstructorLLM(client=instructor.from_openai(client, mode=instructor.Mode.JSON_SCHEMA), model=spec.model,
@@ -155,7 +175,7 @@ class Judge:
             except TimeoutError:
                 rows.append((arm, qid, name, None, f"TimeoutError: no verdict within {self.timeout_s:.0f} s"))
             except Exception as exc:  # parse errors, HTTP errors, validation: recorded with the reason
-                rows.append((arm, qid, name, None, f"{type(exc).__name__}: {exc}"[:300]))
+                rows.append((arm, qid, name, None, scrub(f"{type(exc).__name__}: {exc}", self._key)[:300]))
             self.seconds[name].append(time.perf_counter() - started)
         return rows
 

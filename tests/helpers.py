@@ -75,12 +75,22 @@ class JudgeEndpoint(BaseHTTPRequestHandler):
 
     reply = "not json {"
     delay = 0.0
+    status = 200  # anything else: an error whose text echoes the request's Authorization header
     seen: list[dict] = []
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         time.sleep(self.delay)
+        if self.status != 200:
+            error = json.dumps({"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}",
+                                          "type": "invalid_request_error"}}).encode()
+            self.send_response(self.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
         payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                               "choices": [{"index": 0, "finish_reason": "stop",
                                            "message": {"role": "assistant", "content": self.reply}}],

@@ -101,6 +101,40 @@ def test_remote_judge_needs_a_key_from_the_environment(settings: Settings) -> No
         judge_mod.resolve("gpt-judge", settings.model_copy(update={"judge_base_url": "judge.example"}), None, [])
 
 
+def test_remote_judge_never_borrows_openai_api_key(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGFT_JUDGE_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-team-key")
+    spec = judge_mod.resolve("gpt-judge", settings.model_copy(update={"judge_base_url": "https://judge.example/v1"}),
+                             None, [])
+    with pytest.raises(ConfigError, match="needs an API key"):
+        judge_mod.api_key(spec)
+
+
+@pytest.mark.parametrize("url", ["http://judge.example/v1", "http://10.0.0.7:8000/v1"])
+def test_plain_http_off_this_machine_is_refused(url: str, settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="plain http") as exc:
+        judge_mod.resolve("gpt-judge", settings.model_copy(update={"judge_base_url": url}), None, [])
+    assert "https://" in (exc.value.fix or "")
+    for ok in ("https://judge.example/v1", "http://127.0.0.1:9/v1", "http://localhost:9/v1"):
+        assert judge_mod.resolve("g", settings.model_copy(update={"judge_base_url": ok}), None, []).base_url == ok
+
+
+def test_an_error_that_echoes_the_key_is_stored_without_it(endpoint: tuple[str, type[JudgeEndpoint]],
+                                                           settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, handler = endpoint
+    handler.status = 401
+    canary = "sk-echo-canary-4411"
+    monkeypatch.setenv("RAGFT_JUDGE_API_KEY", canary)
+    judge = _remote(settings, url, judge_metrics="answer_relevancy")  # answer_accuracy hides errors as NaN
+    try:
+        rows = judge.score("base", "q1", QUESTION, "Ida Brandt", "Ida Brandt", [])
+    finally:
+        judge.close()
+    assert handler.seen and canary in handler.seen[0]["auth"]  # the server did receive (and echo) it
+    (row,) = rows
+    assert row[3] is None and "invalid credentials" in row[4] and "[key]" in row[4] and canary not in row[4]
+
+
 @pytest.mark.ollama
 def test_unknown_local_judge_lists_what_exists(live_settings: Settings, ollama_server: serving.Server,
                                                base_model: str) -> None:
@@ -146,7 +180,7 @@ def test_judge_metrics_can_be_narrowed_and_a_bad_name_fails_first(endpoint: tupl
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = endpoint
     monkeypatch.setenv("RAGFT_JUDGE_API_KEY", "sk-test")
-    judge = _remote(settings, url, judge_metrics="answer_accuracy")
+    judge = _remote(settings, url, judge_metrics="answer_relevancy")  # answer_accuracy hides errors as NaN
     try:
         rows = judge.score("rag", "q1", QUESTION, "Ida Brandt", "Ida Brandt", PASSAGES)
     finally:
