@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
 
 from pipelines import doctor, models, serving
@@ -36,10 +37,19 @@ def main() -> None:
     try:
         app()
     except RagftError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}")
+        err.print(f"[bold red]error:[/] {esc(exc.message)}")
         if exc.fix:
-            err.print(f"[yellow]fix:[/] {exc.fix}")
+            err.print(f"[yellow]fix:[/] {esc(exc.fix)}")
         sys.exit(1)
+
+
+def _say(message: object) -> None:
+    """A progress line from the core: plain text (it may carry file names and document text)."""
+    console.print(esc(str(message)))
+
+
+def _warn(message: object) -> None:
+    err.print(esc(str(message)))
 
 
 def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -52,16 +62,16 @@ def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) 
     for col in columns:
         table.add_column(col, no_wrap=True)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(esc, row))
     if console.measure(table, options=console.options.update(width=100_000)).maximum <= console.width:
         console.print(table)
         return
-    console.print(f"[bold]{title}[/]")
+    console.print(f"[bold]{esc(title)}[/]")
     width = max(len(c) for c in columns[1:])
     for first, *rest in rows:
-        console.print(f"[bold]{first}[/]", soft_wrap=True)
+        console.print(f"[bold]{esc(first)}[/]", soft_wrap=True)
         for col, value in zip(columns[1:], rest, strict=True):
-            console.print(f"  {col:<{width}}  {value}", soft_wrap=True, highlight=False)
+            console.print(f"  {col:<{width}}  {esc(value)}", soft_wrap=True, highlight=False)
 
 
 @app.command("doctor")
@@ -73,7 +83,7 @@ def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     for col in ("check", "status", "detail", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix)
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", esc(c.detail), esc(c.fix))
     console.print(table)
     if any(c.required and not c.ok for c in checks):
         raise typer.Exit(1)
@@ -83,13 +93,13 @@ def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
 def setup_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     """Get Ollama (found or built), start it on 127.0.0.1 and prepare the base model."""
     settings = _settings(model, data_dir)
-    binary = serving.ensure_binary(settings, console.print)
+    binary = serving.ensure_binary(settings, _say)
     console.print(f"ollama: {binary.path} (version {binary.version}, from {binary.source})")
-    server = serving.ensure_server(settings, console.print)
+    server = serving.ensure_server(settings, _say)
     console.print(f"server: {server.url} (version {server.version})")
     spec = models.get_spec(settings.model, settings)
-    name = models.ensure_served(spec, settings, server, console.print)
-    console.print(f"[green]ready:[/] base model [bold]{name}[/] ({spec.description}; license {spec.license})")
+    name = models.ensure_served(spec, settings, server, _say)
+    console.print(f"[green]ready:[/] base model [bold]{name}[/] ({esc(spec.description)}; license {esc(spec.license)})")
 
 
 models_app = typer.Typer(help="List the base models, or add your own (a GGUF file or HF folder).")
@@ -121,8 +131,8 @@ def models_add_cmd(
     console.print(f"[green]added[/] {added.name}: {added.architecture} ({added.kind}, {added.template} chat format) "
                   f"from {added.path}")
     if prepare:
-        server = serving.ensure_server(settings, console.print)
-        served = models.ensure_served(models.get_spec(name, settings), settings, server, console.print)
+        server = serving.ensure_server(settings, _say)
+        served = models.ensure_served(models.get_spec(name, settings), settings, server, _say)
         console.print(f"[green]ready:[/] {served}")
     console.print(f"use it with --model {name} (or RAGFT_MODEL={name})")
 
@@ -147,13 +157,14 @@ def ask_cmd(
 ) -> None:
     """Answer one question with one arm, streaming it, then print the timings Ollama reports."""
     from pipelines import corpus as corpora
-    from pipelines.arms import check_arm_name, get_arm
+    from pipelines.arms import check_arm_name, check_question, get_arm
 
     settings = _settings(model, data_dir)
     check_arm_name(arm)
+    check_question(question, settings)  # before any server starts
     models.get_spec(settings.model, settings)  # fail on a bad name before starting anything
     loaded = corpora.load(corpus, settings) if corpus else None
-    server = serving.ensure_server(settings, err.print)
+    server = serving.ensure_server(settings, _warn)
     chosen = get_arm(arm, settings, server, loaded)
     result = chosen.answer(question, on_token=lambda t: console.print(t, end="", markup=False, highlight=False))
     console.print()
@@ -171,7 +182,8 @@ def ask_cmd(
         for col in ("#", "source", "score", "text"):
             passages.add_column(col, overflow="fold")
         for i, p in enumerate(result.passages, 1):
-            passages.add_row(str(i), p.id, f"{p.score:.3f}", p.text[:160].replace("\n", " ") + ("…" if len(p.text) > 160 else ""))
+            passages.add_row(str(i), esc(p.id), f"{p.score:.3f}",
+                              esc(p.text[:160].replace("\n", " ") + ("…" if len(p.text) > 160 else "")))
         console.print(passages)
 
 
@@ -195,7 +207,7 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
         report = rag.build_index(loaded, settings, lambda done, total, what: bar.update(task, completed=done, total=total,
                                                                                           description=what))
     for problem in report.problems:
-        err.print(f"[yellow]warning:[/] {problem}")
+        err.print(f"[yellow]warning:[/] {esc(problem)}")
     console.print(f"index [bold]{report.collection}[/]: {len(report.added)} added, {len(report.changed)} changed, "
                   f"{len(report.removed)} removed, {report.unchanged} unchanged docs; "
                   f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the index ({report.seconds:.1f} s)")
@@ -240,13 +252,14 @@ def finetune_cmd(
                         grad_accum=grad_accum, seed=seed,
                         checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing)
     params.validate()
-    server = serving.ensure_server(settings, err.print)
-    models.ensure_served(models.get_spec(settings.model, settings), settings, server, console.print)
+    server = serving.ensure_server(settings, _warn)
+    models.ensure_served(models.get_spec(settings.model, settings), settings, server, _say)
     # Until the first optimizer step the bar says what is happening (leakage check, model load), not "step 0/None".
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("fine-tuning", total=None, loss="-", stage="preparing…")
-        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume, log=bar.console.print,
+        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume,
+                             log=lambda m: bar.console.print(esc(str(m))),
                              progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}",
                                                                     stage=f"step {s}/{t}"),
                              stage=lambda what: bar.update(task, stage=what))
@@ -312,7 +325,7 @@ def eval_cmd(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("evaluating", total=None)
         run_id = run_eval(loaded, cfg, settings, store,
-                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=err.print,
+                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=_warn,
                           rerun=rerun)
     summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline,
                                                                 accept_loss / 100),
@@ -358,7 +371,7 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
 
 
 def _print_summary(summary: dict) -> None:
-    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines
+    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines, index_line
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
@@ -377,30 +390,32 @@ def _print_summary(summary: dict) -> None:
     rec = summary["recommendation"]
     console.print(f"[bold]recommendation: {rec['choice']}[/]")
     for r in rec["reasons"]:
-        console.print(f"  • {r}")
-    console.print(f"  {summary['leakage_statement']}")
+        console.print(f"  • {esc(r)}")
+    console.print(f"  {esc(summary['leakage_statement'])}")
+    if line := index_line(summary):
+        console.print(f"  {esc(line)}")
     if rows := fact_split_rows(summary):
         split = Table(title="by fact: taught in the fine-tune's training data, or not")
         for c in rows[0]:
             split.add_column(c)
         for r in rows:
-            split.add_row(*r.values())
+            split.add_row(*map(esc, map(str, r.values())))
         console.print(split)
     for line in forgetting_lines(summary):
-        console.print(f"  forgetting probe: {line}")
+        console.print(f"  forgetting probe: {esc(line)}")
     for f in (summary.get("injection") or {}).get("answers_quoting", []):
-        err.print(f"[yellow]warning:[/] {f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}")
+        err.print("[yellow]warning:[/] " + esc(f"{f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}"))
     for ev in summary.get("events") or []:
-        err.print(f"[yellow]{ev['kind']}:[/] {ev['detail']}")
+        err.print(f"[yellow]{esc(ev['kind'])}:[/] {esc(ev['detail'])}")
     judge = summary.get("judge")
     if judge:
-        console.print(f"  judge: {judge['model']} at {judge['endpoint']}")
+        console.print(esc(f"  judge: {judge['model']} at {judge['endpoint']}"))
         if judge.get("warning"):
             err.print(f"[yellow]warning:[/] {judge['warning']}")
         if summary.get("judge_agreement"):
             console.print(f"  {agreement_line(summary['judge_agreement'])}")
         for metric, per in (summary.get("judge_failures") or {}).items():
-            err.print(f"[yellow]judge failures[/] {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
+            err.print(f"[yellow]judge failures[/] {metric}: " + esc(", ".join(f"{n} × {r}" for r, n in per.items())))
 
 
 @app.command("runs")
@@ -469,9 +484,9 @@ def corpus_list(data_dir: DataDirOpt = None) -> None:
     for name, path in corpora.list_corpora(settings).items():
         try:
             c = corpora.load(str(path), settings)
-            table.add_row(name, str(len(c.doc_paths)), str(len(c.eval)), str(len(c.train)), c.license, str(path))
+            table.add_row(esc(name), str(len(c.doc_paths)), str(len(c.eval)), str(len(c.train)), esc(c.license), esc(str(path)))
         except RagftError as exc:
-            table.add_row(name, "-", "-", "-", "-", f"[red]{exc.message}[/]")
+            table.add_row(esc(name), "-", "-", "-", "-", f"[red]{esc(exc.message)}[/]")
     console.print(table)
 
 
@@ -481,10 +496,10 @@ def corpus_show(corpus: Annotated[str, typer.Argument(help="Corpus name or folde
     from pipelines import corpus as corpora
 
     c = corpora.load(corpus, _settings(None, data_dir))
-    console.print(f"[bold]{c.name}[/] — {c.description}\nsource: {c.source}\nlicense: {c.license}\n"
+    console.print(f"[bold]{esc(c.name)}[/] — {esc(c.description)}\nsource: {esc(c.source)}\nlicense: {esc(c.license)}\n"
                   f"{len(c.doc_paths)} docs, {len(c.eval)} eval questions, {len(c.train)} train questions")
     for problem in c.problems:
-        err.print(f"[yellow]warning:[/] {problem}")
+        err.print(f"[yellow]warning:[/] {esc(problem)}")
 
 
 @corpus_app.command("import-squad")
@@ -517,14 +532,14 @@ def corpus_add(
 
     path, problems = corpora.add_folder(folder, _settings(None, data_dir), name, replace)
     for problem in problems:
-        err.print(f"[yellow]warning:[/] {problem}")
+        err.print(f"[yellow]warning:[/] {esc(problem)}")
     console.print(f"added corpus at {path}; next: `ragft index {path.name}`")
 
 
 @serve_app.command("start")
 def serve_start(data_dir: DataDirOpt = None) -> None:
     """Start (or reuse) the Ollama server for this data dir."""
-    server = serving.ensure_server(_settings(None, data_dir), console.print)
+    server = serving.ensure_server(_settings(None, data_dir), _say)
     console.print(f"{server.url} (version {server.version}, pid {server.pid or 'not ragft-owned'})")
 
 

@@ -253,6 +253,20 @@ def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def index_line(summary: dict[str, Any]) -> str | None:
+    """Which index the rag arms answered from (runs before this was recorded: None)."""
+    ix = summary["config"].get("index")
+    if not ix:
+        return None
+    return (f"index {ix['collection']} (documents {ix.get('content_hash') or 'not fingerprinted'}; {ix['mode']}, "
+            f"top {ix['top_k']}, chunks {ix['chunk_size']}/{ix['chunk_overlap']})")
+
+
+def _index_line(summary: dict[str, Any]) -> str:
+    line = index_line(summary)
+    return f" · {html.escape(line)}" if line else ""
+
+
 def csv_cell(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula (`=HYPERLINK(…)` in a model's answer or a
     document) gets a leading apostrophe, which spreadsheets show as text; numbers are kept."""
@@ -427,7 +441,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}
 <h1>ragft report — {e(summary['corpus'])}</h1>
 <p>run <code>{e(summary['run_id'])}</code> · {summary['n_questions']} held-out questions · arms {', '.join(map(e, arms))} ·
 model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('quantization')))}) · decoding
-{e(json.dumps(summary['config'].get('decoding')))}</p>
+{e(json.dumps(summary['config'].get('decoding')))}{_index_line(summary)}</p>
 <div class="rec"><h2>Recommendation: {e(rec['choice'])}</h2><ul>{''.join(f'<li>{e(r)}</li>' for r in rec['reasons'])}</ul>
 <p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
 <h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>

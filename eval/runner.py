@@ -50,7 +50,9 @@ def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: d
                judge_endpoint: str | None = None) -> str:
     """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
     questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
+    index = rag.index_identity(corpus, settings) if {"rag", "ft_rag"} & set(cfg.arms) else None
     key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
+                      **({"index": index} if index else {}),
                       **({"judge_endpoint": judge_endpoint} if judge_endpoint else {}),
                       "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
                       "top_k": settings.top_k, "mode": settings.retrieval_mode, "ft": ft_models}, sort_keys=True)
@@ -107,6 +109,9 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                                                                    "retrieval_mode": settings.retrieval_mode,
                                                                    "n_questions": len(questions),
                                                                    "probe_items": settings.probe_items,
+                                                                   "index": (rag.index_identity(corpus, settings)
+                                                                             if {"rag", "ft_rag"} & set(cfg.arms)
+                                                                             else None),
                                                                    "judge": judge_spec.describe() if judge_spec else None})
         total = len(questions) * len(cfg.arms)
         done = sum(len(store.answered(run_id, a)) for a in cfg.arms)

@@ -13,7 +13,7 @@ from typing import Protocol
 from pipelines import models, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
-from pipelines.errors import UnknownNameError
+from pipelines.errors import InputError, UnknownNameError
 
 ARM_NAMES = ("base", "rag", "ft", "ft_rag")
 
@@ -57,6 +57,7 @@ class BaseArm:
     name: str = "base"
 
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
+        check_question(question, self.settings)
         gen = serving.generate(self.server, self.settings, self.model, question, CLOSED_BOOK_SYSTEM, on_token)
         return Answer(arm=self.name, question=question, text=gen.text.strip(), model=self.model, generation=gen)
 
@@ -74,11 +75,23 @@ class RagArm:
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
         from pipelines import rag
 
+        check_question(question, self.settings)
         hits, retrieval_ms = rag.retrieve(self.corpus, question, self.settings)
         prompt = rag.build_prompt(question, hits)
         gen = serving.generate(self.server, self.settings, self.model, prompt, rag.RAG_SYSTEM, on_token)
         passages = [Passage(h.id, h.text, h.score, h.doc_id) for h in hits]
         return Answer(self.name, question, gen.text.strip(), self.model, gen, passages, retrieval_ms)
+
+
+def check_question(question: str, settings: Settings) -> str:
+    if not question.strip():
+        raise InputError("the question is empty", "type a question")
+    if len(question) > settings.max_question_chars:
+        raise InputError(f"the question is {len(question):,} characters long, above the limit of "
+                         f"{settings.max_question_chars:,}",
+                         "ask a shorter question (put long text into a document of the corpus), "
+                         "or raise RAGFT_MAX_QUESTION_CHARS")
+    return question
 
 
 def check_arm_name(name: str) -> str:

@@ -1,7 +1,10 @@
 """One settings object for ragft.
 
 Precedence: explicit arguments > environment (RAGFT_*) > ragft.toml > defaults.
-The toml file is `$RAGFT_CONFIG`, else `./ragft.toml`, else `<data_dir>/ragft.toml`.
+The toml file is `$RAGFT_CONFIG`, else `./ragft.toml`, else `<data_dir>/ragft.toml`. A
+`./ragft.toml` is picked up from wherever a command runs (a cloned repo, a shared folder), so it
+may not set what runs a program or sends data elsewhere (IMPLICIT_FORBIDDEN); those come from a
+file the user names, the data dir's file, or the environment.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ def default_data_dir() -> Path:
     return Path(base) / "ragft"
 
 
+# Settings that execute a program, feed a compiler, or point documents and keys at another host.
+IMPLICIT_FORBIDDEN = ("ollama_bin", "ollama_cflags", "ollama_host", "chroma_url", "judge_base_url")
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads the optional ragft.toml; unknown keys are an error, not silently ignored."""
 
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None, implicit: bool = False) -> None:
         super().__init__(settings_cls)
         self.path = path
+        self.implicit = implicit  # found in the current directory, not named by the user
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
@@ -45,17 +53,23 @@ class _TomlSource(PydanticBaseSettingsSource):
         if unknown:
             known = ", ".join(sorted(self.settings_cls.model_fields))
             raise ConfigError(f"{self.path}: unknown setting(s) {', '.join(unknown)}", f"known settings: {known}")
+        if self.implicit and (refused := [k for k in IMPLICIT_FORBIDDEN if k in data]):
+            raise ConfigError(f"{self.path} (found in the current directory) sets {', '.join(refused)}, which ragft "
+                              "takes only from a config file you name",
+                              f"if you trust it: RAGFT_CONFIG={self.path}; or move those keys to "
+                              "<data dir>/ragft.toml or to RAGFT_* environment variables")
         return data
 
 
-def _toml_path() -> Path | None:
+def _toml_path() -> tuple[Path | None, bool]:
+    """The config file and whether it was found implicitly (in the current directory)."""
     if env := os.environ.get("RAGFT_CONFIG"):
-        return Path(env).expanduser()
+        return Path(env).expanduser(), False
     local = Path.cwd() / "ragft.toml"
     if local.is_file():
-        return local
+        return local, True
     data_dir = Path(os.environ.get("RAGFT_DATA_DIR") or default_data_dir()).expanduser()
-    return data_dir / "ragft.toml"
+    return data_dir / "ragft.toml", False
 
 
 class Settings(BaseSettings):
@@ -93,6 +107,8 @@ class Settings(BaseSettings):
 
     # Corpora and retrieval (a corpus's [retrieval] table overrides these)
     max_file_mb: float = 50.0
+    max_upload_files: int = 200  # files per upload batch (the app holds a batch in memory)
+    max_question_chars: int = 2000  # a typed question; longer text belongs in a document
     chunk_size: int = 256
     chunk_overlap: int = 32
     top_k: int = 3
@@ -166,7 +182,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls, _toml_path()))
+        return (init_settings, env_settings, _TomlSource(settings_cls, *_toml_path()))
 
     # Derived paths -------------------------------------------------------
     @cached_property

@@ -17,8 +17,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import files
 from pipelines.config import Settings
-from pipelines.errors import CorpusError
+from pipelines.errors import CorpusError, InputError
+from pipelines.files import safe_stem, unique_name
 from pipelines.leakage import normalise
 from pipelines.models import safe_name
 
@@ -141,20 +143,26 @@ def safe_upload_name(name: str) -> str:
     stem, suffix = Path(name).stem, Path(name).suffix.lower()
     if suffix not in DOC_SUFFIXES:
         raise CorpusError(f"file type {suffix or '(none)'!r} of {name!r} is not supported", f"supported: {', '.join(DOC_SUFFIXES)}")
-    return safe_name(stem) + suffix
+    return safe_stem(stem) + suffix
 
 
 def _doc_id(rel: Path) -> str:
-    return safe_name(rel.with_suffix("").as_posix().replace("/", "-"))
+    return safe_stem(rel.with_suffix("").as_posix().replace("/", "-"))
 
 
 def scan_docs(docs_dir: Path) -> tuple[dict[str, Path], list[str]]:
     """Doc id → path for every supported file; problems for skipped and duplicate ones."""
     found: dict[str, Path] = {}
     problems: list[str] = []
+    inside = docs_dir.resolve()
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(docs_dir)
         if path.name.startswith("."):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            # a link to ~/.aws/credentials would otherwise be copied, indexed and shown
+            problems.append(f"{rel}: a link to a file outside the folder ({path.resolve()}); skipped — "
+                            "copy the file into the folder if it belongs to the corpus")
             continue
         if path.suffix.lower() not in DOC_SUFFIXES:
             problems.append(f"{rel}: unsupported type '{path.suffix}' skipped (supported: {', '.join(DOC_SUFFIXES)})")
@@ -238,7 +246,8 @@ def list_corpora(settings: Settings) -> dict[str, Path]:
     for base in (BUNDLED_DIR, corpora_dir(settings)):
         if base.is_dir():
             for d in sorted(base.iterdir()):
-                if (d / "corpus.toml").is_file():
+                # dot-folders are an import's staging area (`.squad-xxxx`), never a corpus
+                if not d.name.startswith(".") and (d / "corpus.toml").is_file():
                     found.setdefault(d.name, d)
     return found
 
@@ -277,15 +286,29 @@ def load(name_or_path: str, settings: Settings) -> Corpus:
 
 
 def _write_toml(path: Path, meta: dict[str, str]) -> None:
-    path.write_text("".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in meta.items()), encoding="utf-8")
+    # atomic: the app may be reading this corpus's corpus.toml while an upload creates it
+    files.write_atomic(path, "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in meta.items()))
 
 
 def _publish(staging: Path, target: Path, replace: bool) -> None:
-    if target.exists():
-        if not replace:
-            raise CorpusError(f"a corpus already exists at {target}", "choose another --name, or pass --replace")
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    """Move a finished corpus into place. A corpus it replaces is renamed aside (a dot-folder, never
+    listed) before the new one is renamed in, and deleted only after: if the swap fails, the old
+    corpus is put back whole."""
+    if not target.exists():
+        os.replace(staging, target)
+        files.fsync_dir(target.parent)
+        return
+    if not replace:
+        raise CorpusError(f"a corpus already exists at {target}", "choose another --name, or pass --replace")
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+    os.replace(target, aside)  # onto the empty folder mkdtemp made: atomic, and the name is ours
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    files.fsync_dir(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def import_squad(file: Path, settings: Settings, name: str = "squad", articles: list[str] | None = None,
@@ -311,12 +334,11 @@ def import_squad(file: Path, settings: Settings, name: str = "squad", articles: 
         eval_rows: list[QA] = []
         train_rows: list[QA] = []
         written: list[str] = []
-        titles_seen: dict[str, int] = {}
+        titles_seen: set[str] = set()
         for article in data:
-            title = safe_name(article["title"], 70)
-            titles_seen[title] = titles_seen.get(title, 0) + 1
-            if titles_seen[title] > 1:  # two articles with one title must not overwrite each other
-                title = f"{title}-{titles_seen[title]}"
+            # two titles that clean alike (C, C++, C#; a title used twice) must not overwrite each other
+            title = unique_name(safe_stem(article["title"], 70), titles_seen)
+            titles_seen.add(title)
             for p_idx, para in enumerate(article["paragraphs"]):
                 doc_id = f"{title}-p{p_idx:03d}"
                 (staging / "docs" / f"{doc_id}.txt").write_text(para["context"], encoding="utf-8")
@@ -409,15 +431,26 @@ def add_uploads(files: list[tuple[str, bytes]], settings: Settings, name: str) -
     target = corpora_dir(settings) / name
     if (BUNDLED_DIR / name / "corpus.toml").is_file():
         raise CorpusError(f"'{name}' is a bundled corpus and cannot take uploads", "upload into a corpus of your own name")
+    if len(files) > settings.max_upload_files:
+        raise InputError(f"{len(files)} files in one upload, above the limit of {settings.max_upload_files}",
+                         f"upload them in batches of up to {settings.max_upload_files}, add a whole folder with "
+                         "`ragft corpus add FOLDER`, or raise RAGFT_MAX_UPLOAD_FILES")
     max_bytes = int(settings.max_file_mb * 1e6)
     added: list[str] = []
     problems: list[str] = []
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-upload-", dir=_ensure_dir(corpora_dir(settings))))
     try:
         ready: list[Path] = []
+        names: dict[str, str] = {}  # stored file name → the upload it came from
         for original, data in files:
             try:
                 fname = safe_upload_name(original)
+                if fname in names:  # `A B.md` and `a b.md` clean alike: keep both, say so
+                    stem, suffix = Path(fname).stem, Path(fname).suffix
+                    renamed = unique_name(stem, {Path(n).stem for n in names}) + suffix
+                    problems.append(f"{original!r} is stored as {renamed}: {names[fname]!r} already takes {fname}")
+                    fname = renamed
+                names[fname] = original
                 if len(data) > max_bytes:  # before writing anything: an oversized upload never touches the disk
                     raise CorpusError(f"{original}: {len(data) / 1e6:.1f} MB is above the limit of {max_bytes / 1e6:g} MB",
                                       "split the file, or raise RAGFT_MAX_FILE_MB")

@@ -33,3 +33,7 @@ class ModelPrepError(RagftError):
 
 class CorpusError(RagftError):
     """A corpus folder, document or QA file that cannot be used as it is."""
+
+
+class InputError(RagftError):
+    """A typed question or an upload batch that ragft will not take as it is."""

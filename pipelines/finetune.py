@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from pipelines import embeddings, files, leakage, models, serving
 from pipelines.arms import CLOSED_BOOK_SYSTEM
@@ -200,6 +202,42 @@ def new_run_id(corpus: Corpus, settings: Settings) -> str:
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{models.safe_name(corpus.name)}-{settings.model}"
 
 
+def make_run_dir(corpus: Corpus, settings: Settings) -> Path:
+    """A new run folder, claimed atomically: two fine-tunes started in the same second (two tabs)
+    get `…` and `…-2`, never one folder."""
+    base = runs_dir(settings) / new_run_id(corpus, settings)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise TrainingError(f"cannot create a run folder next to {base}", "remove old runs from the finetune folder")
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def resume_dir(run_id: str, corpus: Corpus, settings: Settings) -> Path:
+    """The folder of an interrupted run to continue, after checking that it is one and that it
+    trained this corpus on this base model."""
+    root = runs_dir(settings)
+    run_dir = root / run_id
+    if not _RUN_ID.fullmatch(run_id) or run_dir.resolve().parent != root.resolve():
+        raise TrainingError(f"'{run_id}' is not a fine-tune run id", "see `ragft finetune-runs` for run ids")
+    if not (run_dir / "run.json").is_file():
+        raise TrainingError(f"no fine-tune run '{run_id}'", "see `ragft finetune-runs` for run ids")
+    record = load_run(run_dir)
+    if record.get("corpus") != corpus.name or record.get("base_model") != settings.model:
+        raise TrainingError(f"run '{run_id}' fine-tuned corpus '{record.get('corpus')}' on base model "
+                            f"'{record.get('base_model')}', not '{corpus.name}' on '{settings.model}'",
+                            f"resume it with its own corpus and model (--model {record.get('base_model')}), "
+                            "or start a new fine-tune")
+    return run_dir
+
+
 def load_run(run_dir: Path) -> dict[str, Any]:
     return dict(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
 
@@ -284,14 +322,11 @@ def finetune(
     spec = models.get_spec(settings.model, settings)
     base_dir = models.ensure_hf_weights(spec, settings, log)
     if resume_run:
-        run_dir = runs_dir(settings) / resume_run
-        if not (run_dir / "run.json").is_file():
-            raise TrainingError(f"no fine-tune run '{resume_run}'", "see `ragft finetune-runs` for run ids")
+        run_dir = resume_dir(resume_run, corpus, settings)
         record = load_run(run_dir)
         recipes, params = record["recipes"], LoraParams(**record["params"])
     else:
-        run_dir = runs_dir(settings) / new_run_id(corpus, settings)
-        run_dir.mkdir(parents=True)
+        run_dir = make_run_dir(corpus, settings)
         record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
                   "quantization": settings.quantization, "recipes": recipes, "params": asdict(params),
                   "status": "preparing", "created": datetime.now(UTC).isoformat()}
@@ -366,9 +401,13 @@ def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: se
     started = time.perf_counter()
     merged = merge_adapter(base_dir, run_dir / "adapter", run_dir / "merged")
     models.add_legacy_rope_keys(merged / "config.json")
-    name = record.get("ollama_model") or unused_model_name(
-        server, settings, f"ragft-{spec.name}-{models.safe_name(record['corpus'])}-ft")
-    models.create_checked(server, settings, name, models.modelfile(spec, merged), log)
+    # Choosing an unused name and creating it is one step across processes: two fine-tunes of one
+    # corpus finishing together would otherwise both pick the same free name, and the second
+    # `ollama create` would overwrite the first's model.
+    with FileLock(str(files.ensure_dir(settings.data_dir / "locks") / "ollama-create.lock")):
+        name = record.get("ollama_model") or unused_model_name(
+            server, settings, f"ragft-{spec.name}-{models.safe_name(record['corpus'])}-ft")
+        models.create_checked(server, settings, name, models.modelfile(spec, merged), log)
     shutil.rmtree(merged, ignore_errors=True)  # the adapter is kept; merging again takes seconds
     log(f"served as {name} ({time.perf_counter() - started:.0f} s to merge and create)")
     return {"status": "served", "ollama_model": name, "export_s": round(time.perf_counter() - started, 1)}

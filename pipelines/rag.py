@@ -8,11 +8,13 @@ incremental: only new or changed docs are embedded, deleted docs are removed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -69,6 +71,7 @@ class IndexReport:
     chunks_total: int = 0
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    content_hash: str = ""  # of every indexed document's content (see index_identity)
 
 
 # ---------------------------------------------------------------- Chroma
@@ -216,6 +219,8 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
         if progress:
             progress(min(start + batch_docs, len(todo)), len(todo), "embedding")
     report.chunks_total = col.count()
+    indexed = {k: v for k, v in stored.items() if k not in report.removed} | {d.id: d.content_hash for d in todo}
+    report.content_hash = _content_hash(indexed)
     if unreadable & set(stored):
         report.problems.append(f"kept the previously indexed version of: {', '.join(sorted(unreadable & set(stored)))}")
     _bm25.cache_clear()
@@ -234,7 +239,22 @@ def _record_build(settings: Settings, report: IndexReport) -> None:
     """Keep the compute an index has cost so far (cost model: the rag arm's one-off cost)."""
     path = _build_path(settings, report.collection)
     total = float((files.read_json(path) or {}).get("build_seconds", 0.0))
-    files.write_json(path, {"build_seconds": total + report.seconds, "chunks": report.chunks_total})
+    files.write_json(path, {"build_seconds": total + report.seconds, "chunks": report.chunks_total,
+                            "content_hash": report.content_hash})
+
+
+def _content_hash(doc_hashes: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(doc_hashes.items())).encode()).hexdigest()[:16]
+
+
+def index_identity(corpus: Corpus, settings: Settings) -> dict[str, Any]:
+    """What the rag arms answer from: the effective retrieval config (settings and the corpus's
+    [retrieval] overrides), the collection, and a hash of the documents in it as last built.
+    An evaluation's run id includes it, so editing a document and re-indexing starts a new run
+    instead of resuming with answers from the old text."""
+    cfg = RetrievalConfig.for_corpus(corpus, settings)
+    record = index_record(corpus, settings) or {}
+    return {**asdict(cfg), "collection": collection_name(corpus.name, cfg), "content_hash": record.get("content_hash")}
 
 
 def _progress_path(settings: Settings, collection: str) -> Path:

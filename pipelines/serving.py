@@ -265,6 +265,7 @@ class Server:
     models_dir: str | None
     binary: str | None = None
     version: str | None = None
+    started: float | None = None  # the process's start time (psutil): a reused pid is not our server
     # Restarts done while answering (a server that died): callers such as the eval runner
     # read these to put them on the run's record.
     restarts: list[str] = field(default_factory=list)
@@ -292,6 +293,24 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _is_our_server(state: Server) -> bool:
+    """The pid in server.json is still the `ollama serve` ragft started — not a process that got
+    the same pid after a reboot or a crash (which `serve stop` would otherwise kill)."""
+    import psutil
+
+    if not state.pid or not _pid_alive(state.pid):
+        return False
+    try:
+        proc = psutil.Process(state.pid)
+        cmd = proc.cmdline()
+        started = proc.create_time()
+    except psutil.Error:
+        return False
+    if len(cmd) < 2 or cmd[1] != "serve" or not (cmd[0] == state.binary or Path(cmd[0]).name.startswith("ollama")):
+        return False
+    return state.started is None or abs(started - state.started) < 1.0
+
+
 def running_server(settings: Settings) -> Server | None:
     """The server ragft should use now, if one is up: OLLAMA_HOST, else the one ragft started."""
     if settings.ollama_host:
@@ -306,7 +325,7 @@ def running_server(settings: Settings) -> Server | None:
         state = Server(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if state.pid and _pid_alive(state.pid) and state.models_dir == str(settings.ollama_models_dir):
+    if _is_our_server(state) and state.models_dir == str(settings.ollama_models_dir):
         state.version = server_version(state.url)
         if state.version:
             return state
@@ -348,7 +367,8 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
         deadline = time.monotonic() + settings.server_start_timeout_s
         while time.monotonic() < deadline:
             if (version := server_version(url, timeout=1.0)) is not None:
-                server = Server(url, proc.pid, str(settings.ollama_models_dir), str(binary.path), version)
+                server = Server(url, proc.pid, str(settings.ollama_models_dir), str(binary.path), version,
+                                started=_start_time(proc.pid))
                 _write_state(settings, server)
                 log(f"Ollama {version} serving on {url} (pid {proc.pid})")
                 return server
@@ -361,6 +381,15 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
             break
         port = 0
     raise OllamaUnavailable(f"`ollama serve` did not become healthy:\n{last_error}", f"see {log_path}")
+
+
+def _start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
 
 
 def _tail(path: Path, lines: int = 10) -> str:
@@ -425,7 +454,15 @@ def ensure_server(settings: Settings, log: Log = _quiet) -> Server:
             f"RAGFT_OLLAMA_HOST={settings.ollama_host} does not answer as an Ollama server",
             "start that server, or unset RAGFT_OLLAMA_HOST so that ragft starts its own",
         )
-    return start_server(settings, log)
+    # Check-and-start is one step across processes: two commands starting at once would otherwise
+    # each start a server, the second killing the first's runners and orphaning it.
+    from filelock import FileLock
+
+    settings.ollama_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(settings.ollama_dir / "server.lock")):
+        if (server := running_server(settings)) is not None:
+            return server
+        return start_server(settings, log)
 
 
 def stop_server(settings: Settings) -> bool:
@@ -435,7 +472,7 @@ def stop_server(settings: Settings) -> bool:
         state = Server(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return False
-    was_running = bool(state.pid and _pid_alive(state.pid))
+    was_running = _is_our_server(state)
     if state.pid and was_running:
         _terminate(state.pid)
     _kill_runners(settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import resource
 import shutil
@@ -199,7 +200,11 @@ def train_lora(
     log_path = run_dir / "loss.jsonl"
     step, epoch0, batch0, tokens, elapsed0 = 0, 0, 0, 0, 0.0
     if resume and (ckpt_dir / "state.pt").is_file():
-        state = torch.load(ckpt_dir / "state.pt", weights_only=False)
+        try:  # tensors and numbers only: a pickled object planted in the checkpoint is refused, never run
+            state = torch.load(ckpt_dir / "state.pt", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise TrainingError(f"the checkpoint {ckpt_dir / 'state.pt'} holds more than tensors and numbers; "
+                                "ragft does not load it", f"delete {ckpt_dir} to train this run from the start") from exc
         set_peft_model_state_dict(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

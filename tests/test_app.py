@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,8 @@ def _texts(at: AppTest) -> str:
     for kind in ("title", "subheader", "markdown", "caption", "text", "info", "success", "warning", "error", "metric"):
         for el in getattr(at, kind):
             parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
-    return "\n".join(parts)
+    # as a Markdown renderer shows it: a backslash-escaped punctuation mark is the mark itself
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(parts))
 
 
 def _button(at: AppTest, starts_with: str):  # noqa: ANN202 (streamlit's element type)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def test_bad_uploads_in_the_app_are_named_and_the_rest_is_kept(tmp_path: Path, s
     at.button(key="corpus_upload_add").click().run()
     assert not at.exception
     shown = " ".join(" ".join(str(el.value) for el in getattr(at, kind)) for kind in ("success", "warning", "error", "info"))
-    shown = " ".join(shown.split())
+    shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(shown.split()))  # as rendered: escapes undone
     for _, message in BAD_DOCUMENTS.values():
         assert message in shown, message
     # (an unsupported type never gets this far: Streamlit's uploader refuses it by extension)
@@ -187,3 +188,27 @@ def test_bad_uploads_in_the_app_are_named_and_the_rest_is_kept(tmp_path: Path, s
     docs = settings.data_dir / "corpora" / "uploads" / "docs"
     assert sorted(p.name for p in docs.iterdir()) == ["good.md"]
     assert not (settings.data_dir / "corpora" / "notes.md").exists()
+
+
+def test_an_overlong_question_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    code, out = _run("ask", "x" * 2001, "--data-dir", str(tmp_path / "data"))
+    flat = " ".join(out.split())
+    assert code == 1 and "2,001 characters long, above the limit of 2,000" in flat and "RAGFT_MAX_QUESTION_CHARS" in flat
+    assert not (tmp_path / "data" / "server.json").exists()
+
+
+def test_an_upload_batch_above_the_file_cap_is_refused_whole(settings: Settings) -> None:
+    from pipelines import corpus as corpora
+    from pipelines.errors import InputError
+
+    capped = settings.model_copy(update={"max_upload_files": 3})
+    with pytest.raises(InputError, match="4 files in one upload, above the limit of 3"):
+        corpora.add_uploads([(f"n{i}.md", b"text") for i in range(4)], capped, "batch")
+    assert not (corpora.corpora_dir(settings) / "batch").exists()
+
+
+def test_the_app_server_caps_upload_size() -> None:
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == 50  # Streamlit's own default would be 200 MB

@@ -23,6 +23,7 @@ from pipelines import corpus as corpora
 from pipelines import serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
+from tests.helpers import make_corpus
 
 pytestmark = [pytest.mark.ollama, pytest.mark.slow, pytest.mark.browser]
 
@@ -167,3 +168,44 @@ def test_report_in_the_browser(app_url: str, browser: object) -> None:
     page.get_by_role("heading", name="Compare two runs").wait_for(timeout=WAIT_MS)
     _shot(page, "05-history.png")
     page.close()
+
+
+def test_markdown_planted_in_a_corpus_is_shown_as_text_and_fetches_nothing(
+        app_url: str, browser: object, demo_env: tuple[Settings, corpora.Corpus]) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    fetched: list[str] = []
+
+    class Pixel(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            fetched.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    pixel = f"http://127.0.0.1:{server.server_address[1]}/pixel.png"
+    s, _ = demo_env
+    root = make_corpus(corpora.corpora_dir(s) / "planted", name="planted")
+    description = f"Harbour notes ![tracker]({pixel}) [click]({pixel}?link) :red[alarm] <img src='{pixel}?html'>"
+    (root / "corpus.toml").write_text(f'name = "planted"\ndescription = "{description}"\nsource = "tests"\n'
+                                      'license = "CC0-1.0"\n', encoding="utf-8")
+    try:
+        page = browser.new_page(viewport=VIEWPORT)  # type: ignore[attr-defined]
+        page.goto(f"{app_url}/corpus")
+        page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+        page.get_by_role("option", name="planted").click()
+        page.get_by_role("heading", name="planted").wait_for(timeout=WAIT_MS)
+        page.get_by_text("chunks in the index").wait_for(timeout=WAIT_MS)
+        main = page.locator("[data-testid='stMain']")
+        assert f"![tracker]({pixel})" in main.inner_text() and ":red[alarm]" in main.inner_text()
+        assert main.locator("img").count() == 0 and main.locator(f"a[href^='{pixel}']").count() == 0
+        page.wait_for_timeout(1500)  # a fetch the page did start would have arrived by now
+        assert fetched == []
+        page.close()
+    finally:
+        server.shutdown()

@@ -67,3 +67,36 @@ def test_decoding_options_are_shared(settings: Settings) -> None:
     opts = settings.decoding_options()
     assert opts == {"temperature": 0.0, "seed": 42, "num_predict": settings.max_tokens,
                     "num_ctx": settings.num_ctx, "num_thread": settings.num_threads}
+
+
+def test_a_ragft_toml_in_the_current_directory_cannot_run_a_program_or_redirect_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "ollama"
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\necho 'ollama version is 0.11.4'\n")
+    evil.chmod(0o755)
+    repo = tmp_path / "cloned-repo"
+    repo.mkdir()
+    (repo / "ragft.toml").write_text(f'ollama_bin = "{evil}"\njudge_base_url = "https://collector.example/v1"\n'
+                                     "max_tokens = 64\n")
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("RAGFT_CONFIG", raising=False)
+    monkeypatch.setenv("RAGFT_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match="ollama_bin, judge_base_url") as exc:
+        load_settings()
+    assert "RAGFT_CONFIG=" in (exc.value.fix or "")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAGFT_CONFIG"}
+    doctor = subprocess.run([str(Path(sys.executable).parent / "ragft"), "doctor"], cwd=repo, env=env,
+                            capture_output=True, text=True)
+    assert doctor.returncode == 1 and "ollama_bin" in doctor.stderr + doctor.stdout
+    assert not marker.exists()  # nothing from the file was run
+    # harmless keys still work from ./ragft.toml, and a file the user names may set anything
+    (repo / "ragft.toml").write_text("max_tokens = 64\n")
+    assert load_settings().max_tokens == 64
+    named = tmp_path / "trusted.toml"
+    named.write_text(f'ollama_bin = "{evil}"\n')
+    monkeypatch.setenv("RAGFT_CONFIG", str(named))
+    assert load_settings().ollama_bin == evil

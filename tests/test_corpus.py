@@ -215,3 +215,89 @@ def test_squad_split_keeps_a_repeated_question_on_one_side(tmp_path: Path, setti
     file.write_text(json.dumps(data))
     c = corpora.load(str(corpora.import_squad(file, settings, "dup")), settings)
     assert [q.id for q in c.eval] == ["q0", "q2", "q3"] and [q.id for q in c.train] == ["q1"]
+
+
+def test_file_names_without_ascii_letters_get_stable_ids(tmp_path: Path, settings: Settings) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    texts = {"отчёт.md": "Квартальный отчёт.", "!!!.md": "Exclamations only.", "Café.md": "The café opens at 8.",
+             "отчёт 2024.md": "Годовой отчёт.", "счёт 2024.md": "Счёт."}
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    path, problems = corpora.add_folder(folder, settings, "reports")
+    c = corpora.load(str(path), settings)  # a corpus with such files loads
+    assert len(c.doc_paths) == 5 and not problems, (sorted(c.doc_paths), problems)
+    assert "cafe" in c.doc_paths
+    assert {corpora.read_document(p, 10**6) for p in c.doc_paths.values()} == set(texts.values())
+    assert sorted(c.doc_paths) == sorted(corpora.load(str(path), settings).doc_paths)  # stable
+
+
+def test_uploads_that_clean_alike_are_both_kept_and_named(settings: Settings) -> None:
+    path, added, problems = corpora.add_uploads([("A B.md", b"first"), ("a b.md", b"second"), ("отчёт.md", b"third")],
+                                                settings, "uploads")
+    assert sorted(added) == sorted(["a-b", "a-b-2", corpora.safe_stem("отчёт")]), added
+    assert {p.read_text() for p in (path / "docs").iterdir()} == {"first", "second", "third"}
+    assert any("'a b.md' is stored as a-b-2.md" in p and "'A B.md'" in p for p in problems), problems
+
+
+def test_squad_titles_that_clean_alike_keep_their_documents(tmp_path: Path, settings: Settings) -> None:
+    file = _squad_file(tmp_path, [("C", ["Alpha beta gamma delta."]), ("C++", ["Epsilon zeta eta theta."]),
+                                  ("C#", ["Iota kappa lambda mu."])])
+    path = corpora.import_squad(file, settings, "langs")
+    texts = sorted(p.read_text() for p in (path / "docs").iterdir())
+    assert texts == ["Alpha beta gamma delta.", "Epsilon zeta eta theta.", "Iota kappa lambda mu."]
+
+
+def test_links_out_of_an_added_folder_are_skipped_and_named(tmp_path: Path, settings: Settings) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2", encoding="utf-8")
+    folder = tmp_path / "docs-in"
+    folder.mkdir()
+    (folder / "notes.md").write_text("The ferry leaves at 7:15.", encoding="utf-8")
+    (folder / "keys.md").symlink_to(secret)
+    (folder / "same.md").symlink_to(folder / "notes.md")  # a link inside the folder is an ordinary file
+    path, problems = corpora.add_folder(folder, settings, "linked")
+    c = corpora.load(str(path), settings)
+    assert sorted(c.doc_paths) == ["notes", "same"]
+    assert any("keys.md" in p and "outside the folder" in p for p in problems), problems
+    assert not any("hunter2" in p.read_text() for p in (path / "docs").iterdir())
+
+
+def test_staging_folders_are_not_corpora(tmp_path: Path, settings: Settings) -> None:
+    staging = corpora.corpora_dir(settings) / ".squad-x1y2"
+    make_corpus(staging)  # what a killed import leaves behind
+    assert ".squad-x1y2" not in corpora.list_corpora(settings)
+
+
+def test_a_replace_that_fails_half_way_keeps_the_old_corpus(tmp_path: Path, settings: Settings,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    file = _squad_file(tmp_path, [("Lens", ["One two three four."])])
+    path = corpora.import_squad(file, settings, "lens")
+    before = sorted(p.name for p in (path / "docs").iterdir())
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def fail_moving_the_new_one_in(src: str | Path, dst: str | Path) -> None:
+        calls.append(Path(src).name)
+        if Path(src).name.startswith(".lens-") and "-old-" not in Path(src).name and Path(dst) == path:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(corpora.os, "replace", fail_moving_the_new_one_in)
+    other = _squad_file(tmp_path, [("Prism", ["Five six seven eight."])])
+    with pytest.raises(OSError, match="disk full"):
+        corpora.import_squad(other, settings, "lens", replace=True)
+    assert sorted(p.name for p in (path / "docs").iterdir()) == before  # the old corpus, whole, in its place
+    assert [p.name for p in corpora.corpora_dir(settings).iterdir()] == ["lens"]  # nothing aside or staged is left
+
+
+def test_atomic_writes_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import files
+
+    synced: list[int] = []
+    real = files.os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    files.write_atomic(tmp_path / "x.json", "{}")
+    assert len(synced) == 2  # the file's data, then the folder's rename

@@ -133,3 +133,29 @@ def test_rag_arms_without_an_index_fail_before_any_answer(tmp_path: Path, settin
         run_eval(c, EvalConfig(arms=["base", "rag"]), settings, Store(tmp_path / "runs.sqlite"))
     assert "ragft index kelmouth" in (exc.value.fix or "")
     assert not (settings.data_dir / "ollama").exists()  # refused before any server was started
+
+
+def test_a_changed_index_or_retrieval_config_makes_a_new_run(tmp_path: Path, settings: Settings) -> None:
+    """Editing a document and re-indexing must not resume with answers read from the old text."""
+    from eval.runner import run_id_for
+    from pipelines import rag
+    from tests.helpers import make_corpus
+
+    root = make_corpus(tmp_path / "k")
+    c = corpora.load(str(root), settings)
+    rag.build_index(c, settings)
+    ids = {"first": run_id_for(c, EvalConfig(["base", "rag"]), settings, {})}
+    base_only = run_id_for(c, EvalConfig(["base"]), settings, {})
+    assert run_id_for(c, EvalConfig(["base", "rag"]), settings, {}) == ids["first"]  # nothing changed: resume
+    doc = next((root / "docs").iterdir())
+    doc.write_text(doc.read_text(encoding="utf-8") + " Amended in 2026.", encoding="utf-8")
+    c = corpora.load(str(root), settings)
+    assert rag.build_index(c, settings).changed == [doc.stem]
+    ids["edited"] = run_id_for(c, EvalConfig(["base", "rag"]), settings, {})
+    toml = root / "corpus.toml"
+    toml.write_text(toml.read_text() + "\n[retrieval]\nchunk_size = 128\n")
+    c = corpora.load(str(root), settings)
+    rag.build_index(c, settings)
+    ids["rechunked"] = run_id_for(c, EvalConfig(["base", "rag"]), settings, {})
+    assert len(set(ids.values())) == 3, ids
+    assert run_id_for(c, EvalConfig(["base"]), settings, {}) == base_only  # closed book reads no index

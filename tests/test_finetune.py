@@ -98,6 +98,49 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, settings: Settings) -> 
     assert losses == [1, 2, 3, 4, 5, 6]  # no step logged twice
 
 
+class _Planted:
+    """What a tampered checkpoint could hold: unpickling it would run Path.touch."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_a_pickled_object_is_refused_not_run(tmp_path: Path, settings: Settings) -> None:
+    import torch
+
+    spec = models.get_spec("smollm2-135m", settings)
+    base = models.ensure_hf_weights(spec, settings.model_copy(update={"cache_dir": _shared_cache()}))
+    examples = [Example(list(range(10, 30)), list(range(10, 30))) for _ in range(4)]
+    params = LoraParams(r=4, alpha=8, epochs=1, batch_size=2, max_length=64, checkpoint_every=1)
+    assert train_lora(base, examples, params, tmp_path / "run", threads=2, stop_after_steps=1)["status"] == "interrupted"
+    marker = tmp_path / "ran"
+    torch.save({"step": 1, "payload": _Planted(marker)}, tmp_path / "run" / "checkpoint" / "state.pt")
+    with pytest.raises(TrainingError, match="holds more than tensors and numbers") as exc:
+        train_lora(base, examples, params, tmp_path / "run", threads=2, resume=True)
+    assert not marker.exists() and "delete" in (exc.value.fix or "")
+
+
+def test_run_folders_are_unique_and_resume_ids_are_checked(tmp_path: Path, settings: Settings) -> None:
+    s = settings.model_copy(update={"data_dir": tmp_path / "data"})
+    c = corpora.load(str(make_corpus(tmp_path / "k")), s)
+    first, second = ft.make_run_dir(c, s), ft.make_run_dir(c, s)  # the same second, two tabs
+    assert first != second and first.is_dir() and second.is_dir()
+    for bad in ("../../etc", "a/b", ".hidden", "/abs"):
+        with pytest.raises(TrainingError, match="is not a fine-tune run id"):
+            ft.resume_dir(bad, c, s)
+    other = corpora.load(str(make_corpus(tmp_path / "o", name="otherbay")), s)
+    (second / "run.json").write_text(json.dumps({"run_id": second.name, "corpus": "otherbay", "base_model": s.model}))
+    with pytest.raises(TrainingError, match="fine-tuned corpus 'otherbay'.*not 'kelmouth'"):
+        ft.resume_dir(second.name, c, s)
+    assert ft.resume_dir(second.name, other, s) == second
+    with pytest.raises(TrainingError, match="base model 'smollm2-135m'.*on 'qwen2.5-coder-0.5b'"):
+        ft.resume_dir(second.name, other, s.model_copy(update={"model": "qwen2.5-coder-0.5b"}))
+
+
 @pytest.mark.slow
 def test_verbatim_leakage_refuses_to_train(tmp_path: Path, live_settings: Settings) -> None:
     s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})

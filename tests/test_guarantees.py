@@ -458,6 +458,34 @@ def test_instructions_planted_in_documents_only_ever_become_text(fault_env: Sett
     assert "read like instructions to the model" in html
 
 
+MARKUP = "Tickets at [link=http://evil.example/x]the kiosk[/link] [/x] ![](http://evil.example/pixel.png) [bold red]now[/]."
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_markup_planted_in_documents_is_printed_as_text(fault_env: Settings, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    s = fault_env
+    root = make_corpus(tmp_path / "kelmouth")
+    (root / "docs" / "ferry.txt").write_text("The ferry to Arnholt leaves at 7:15. " + MARKUP, encoding="utf-8")
+    rag.build_index(corpora.load(str(root), s), s)
+    monkeypatch.setenv("RAGFT_CACHE_DIR", str(s.cache_dir))
+    code, out = _cli("ask", "--arm", "rag", "--corpus", str(root), "--data-dir", str(s.data_dir),
+                     "When does the ferry to Arnholt leave?")
+    assert code == 0, out  # `[/x]` used to raise a MarkupError in the passages table
+    flat = " ".join(out.split()).replace("│", "").replace(" ", "")
+    assert "[link=http://evil.example/x]" in flat and "[/x]" in flat and "[boldred]now[/]" in flat
+
+
+def test_markup_in_a_corpus_description_is_printed_as_text(tmp_path: Path, settings: Settings) -> None:
+    root = make_corpus(tmp_path / "kelmouth")
+    (root / "corpus.toml").write_text('name = "kelmouth"\ndescription = "[/x] [link=http://evil.example]y[/link]"\n'
+                                      'source = "[red]tests[/]"\nlicense = "CC0-1.0"\n')
+    code, out = _cli("corpus", "show", str(root), "--data-dir", str(settings.data_dir))
+    assert code == 0, out
+    assert "[/x] [link=http://evil.example]y[/link]" in out and "source: [red]tests[/]" in out
+
+
 def test_quoting_a_planted_instruction_is_flagged() -> None:
     from eval.injection import scan
 

@@ -180,7 +180,7 @@ def test_judge_metrics_can_be_narrowed_and_a_bad_name_fails_first(endpoint: tupl
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = endpoint
     monkeypatch.setenv("RAGFT_JUDGE_API_KEY", "sk-test")
-    judge = _remote(settings, url, judge_metrics="answer_relevancy")  # answer_accuracy hides errors as NaN
+    judge = _remote(settings, url, judge_metrics="answer_accuracy")
     try:
         rows = judge.score("rag", "q1", QUESTION, "Ida Brandt", "Ida Brandt", PASSAGES)
     finally:

@@ -62,6 +62,41 @@ def test_busy_port_moves_to_a_free_one(tmp_path_factory: pytest.TempPathFactory,
     assert serving.running_server(other) is None
 
 
+def _serves_of(settings: Settings) -> list[int]:
+    """`ollama serve` processes whose models live in this data dir."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if len(cmd) > 1 and cmd[1] == "serve" and p.environ().get("OLLAMA_MODELS") == str(settings.ollama_models_dir):
+                found.append(p.info["pid"])
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_two_processes_starting_a_server_at_once_share_one(tmp_path_factory: pytest.TempPathFactory,
+                                                          live_settings: Settings) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path_factory.mktemp("race")
+    other = live_settings.model_copy(update={"data_dir": data})
+    code = ("import sys; from pathlib import Path; from pipelines import serving; from pipelines.config import Settings; "
+            "s = Settings(data_dir=Path(sys.argv[1]), cache_dir=Path(sys.argv[2])); print(serving.ensure_server(s).pid)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(data), str(live_settings.cache_root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        pids = {p.communicate(timeout=120)[0].strip() for p in procs}
+        assert all(p.returncode == 0 for p in procs), [p.stderr.read() if p.stderr else "" for p in procs]
+        assert len(pids) == 1, pids  # one server, which both use
+        assert len(_serves_of(other)) == 1
+    finally:
+        serving.stop_server(other)
+
+
 def test_dead_server_is_restarted_on_next_call(live_settings: Settings, ollama_server: serving.Server,
                                                base_model: str) -> None:
     assert ollama_server.pid is not None

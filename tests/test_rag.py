@@ -72,6 +72,19 @@ def test_collection_names_are_valid_for_chroma(settings: Settings) -> None:
     assert 3 <= len(name) <= 512
 
 
+def test_long_corpus_names_keep_their_chunking_apart_and_chroma_takes_them(tmp_path: Path) -> None:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    long = "quarterly-maintenance-reports-" * 4 + "x."
+    names = {rag.collection_name(long, rag.RetrievalConfig("hybrid", 3, size, 32)) for size in (256, 512)}
+    assert len(names) == 2  # the chunking survives truncation (in the name's hash)
+    client = chromadb.PersistentClient(str(tmp_path / "c"), ChromaSettings(anonymized_telemetry=False))
+    for name in names:
+        assert len(name) <= 80 and name[-1].isalnum()
+        client.get_or_create_collection(name)  # Chroma refuses names ending in '.' or '-'
+
+
 def test_chroma_server_through_http_client(kelmouth: corpora.Corpus, settings: Settings, tmp_path: Path) -> None:
     chroma = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "chroma"
     exe = str(chroma) if chroma.is_file() else str(Path(__import__("sys").executable).parent / "chroma")

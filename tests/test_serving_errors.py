@@ -77,6 +77,24 @@ def test_stale_state_file_is_not_reused(settings: Settings) -> None:
     assert os.environ.get("OLLAMA_HOST") is None
 
 
+def test_serve_stop_never_kills_a_process_that_reused_the_pid(settings: Settings) -> None:
+    import subprocess
+
+    # after a reboot, server.json's pid belongs to someone else's process
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        settings.ollama_dir.mkdir(parents=True)
+        (settings.ollama_dir / "server.json").write_text(
+            f'{{"url": "http://127.0.0.1:9", "pid": {bystander.pid}, "models_dir": "{settings.ollama_models_dir}", '
+            f'"binary": "/opt/ragft/ollama", "started": 1.0}}')
+        assert serving.running_server(settings) is None
+        assert serving.stop_server(settings) is False
+        assert bystander.poll() is None  # alive: not SIGKILLed
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def _chunks(pieces: list[str], done: bool) -> list[object]:
     import ollama
 

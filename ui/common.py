@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -19,6 +20,17 @@ from pipelines import jobs, serving
 from pipelines.config import Settings, load_settings
 from pipelines.corpus import Corpus
 from pipelines.errors import RagftError
+
+# Every ASCII punctuation mark may be backslash-escaped in Markdown, which renders it literally:
+# text from documents, questions, answers, errors and corpus.toml never becomes an image (a remote
+# fetch), a link, a heading or Streamlit's :color[]/$math$ directives.
+_MARKDOWN_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md(text: object) -> str:
+    """Untrusted text for st.markdown/st.info/st.warning/st.caption: shown as written."""
+    return _MARKDOWN_PUNCT.sub(r"\\\1", str(text))
+
 
 CORPUS_KEY = "app_corpus"  # the sidebar's corpus picker (app.py); pages read it
 MODEL_KEY = "app_model"  # the sidebar's base-model picker (app.py): every arm, job and run of this session uses it
@@ -67,7 +79,7 @@ def link(page: str, label: str, icon: str | None = None) -> None:
 
 
 def show_error(exc: RagftError) -> None:
-    st.error(exc.message + (f"\n\n**Fix:** {exc.fix}" if exc.fix else ""))
+    st.error(md(exc.message) + (f"\n\n**Fix:** {md(exc.fix)}" if exc.fix else ""))
 
 
 def require_server(s: Settings) -> serving.Server:

@@ -25,15 +25,15 @@ if mode == "Pick one from the eval set" and c.eval:
     picked = st.selectbox("Eval question", list(by_id), format_func=lambda i: f"{i} · {by_id[i].question}", key="cmp_pick")
     question = by_id[picked].question if picked else ""
 else:
-    question = st.text_input("Your question", key="cmp_question", placeholder="e.g. How much does a seasonal mooring "
-                             "permit cost?")
+    question = st.text_input("Your question", key="cmp_question", max_chars=s.max_question_chars,
+                             placeholder="e.g. How much does a seasonal mooring permit cost?")
 ask = st.button("Ask the four arms", key="cmp_ask", type="primary", disabled=not question.strip())
 
 
 def show_result(res: dict) -> None:
     """One arm's finished answer: text, timings, scores against the reference, passages."""
     if "error" in res:
-        st.info(f"{res['error']}" + (f"\n\n**Fix:** {res['fix']}" if res.get("fix") else ""))
+        st.info(common.md(res["error"]) + (f"\n\n**Fix:** {common.md(res['fix'])}" if res.get("fix") else ""))
         return
     st.text(res["text"] or "(empty answer)")  # as written: model output is never rendered as markdown or links
     g = res["generation"]
@@ -50,7 +50,7 @@ def show_result(res: dict) -> None:
     if res["passages"]:
         with st.expander(f"{len(res['passages'])} retrieved passages"):
             for i, p in enumerate(res["passages"], 1):
-                st.markdown(f"**[{i}] {p['source']}** · `{p['id']}` · score {p['score']:.3f}")
+                st.markdown(f"**\\[{i}\\] {common.md(p['source'])}** · {common.md(p['id'])} · score {p['score']:.3f}")
                 st.text(p["text"])
 
 
@@ -63,9 +63,10 @@ if ask:
 last = st.session_state.get("cmp_last")
 if not last:
     st.stop()
-st.markdown(f"**Q:** {last['question']}")
+st.markdown(f"**Q:** {common.md(last['question'])}")
 if last["reference"]:
-    st.markdown(f"**Reference answer:** {' | '.join(last['reference'])} · sources: {', '.join(last['sources'])}")
+    st.markdown(f"**Reference answer:** {common.md(' | '.join(last['reference']))} · "
+                f"sources: {common.md(', '.join(last['sources']))}")
 else:
     st.caption("No reference answer known for this question: no scores.")
 columns = st.columns(4)

@@ -24,9 +24,9 @@ if name is not None:
 
 # What an upload or import reported, kept across the rerun that switches the sidebar to the new corpus.
 if result := st.session_state.pop("corpus_result", None):
-    st.success(result["message"])
+    st.success(common.md(result["message"]))
     for problem in result["problems"]:
-        st.warning(problem)
+        st.warning(common.md(problem))
 
 overview, documents, questions, upload, squad = st.tabs(["Overview", "Documents", "Questions", "Add documents",
                                                           "Import SQuAD"])
@@ -36,8 +36,8 @@ with overview:
         st.info("No corpus chosen. **Fix:** add documents or import a SQuAD file in the tabs above.")
     else:
         st.subheader(c.name)
-        st.write(c.description)
-        st.caption(f"source: {c.source} · license: {c.license} · folder: `{c.root}`")
+        st.markdown(common.md(c.description))
+        st.caption(common.md(f"source: {c.source} · license: {c.license} · folder: {c.root}"))
         cols = st.columns(4)
         cols[0].metric("documents", len(c.doc_paths))
         cols[1].metric("eval questions", len(c.eval))
@@ -45,7 +45,7 @@ with overview:
         record = rag.index_record(c, s)
         cols[3].metric("chunks in the index", record["chunks"] if record else "none")
         for problem in c.problems:
-            st.warning(problem)
+            st.warning(common.md(problem))
 
         job = jobs.latest(s, "index", subject=c.name)
         running = bool(job and job.running)
@@ -106,7 +106,7 @@ with upload:
                 st.rerun()
             st.error("No document was added.")
             for problem in problems:
-                st.warning(problem)
+                st.warning(common.md(problem))
 
 with squad:
     st.write("A SQuAD v1.1 json file: paragraphs become documents, questions are split into eval and train within "

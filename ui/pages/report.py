@@ -16,6 +16,7 @@ from eval.report import (
     fact_split_rows,
     fmt_estimate,
     forgetting_lines,
+    index_line,
     question_rows,
     summarise,
     write_outputs,
@@ -88,21 +89,23 @@ key = (s, str(s.data_dir), run_id, run["n_answers"], n_scores, float(price), tup
 summary, answers, scores = _report(*key)
 arms = summary["arms"]
 
-st.caption(f"corpus **{summary['corpus']}** · {summary['n_questions']} questions answered by every arm · arms "
+st.caption(f"corpus **{common.md(summary['corpus'])}** · {summary['n_questions']} questions answered by every arm · arms "
            f"{', '.join(arms)} · status {summary['status']} · model {summary['config'].get('model')} "
            f"({summary['config'].get('quantization')})")
 rec = summary["recommendation"]
 box = st.warning if rec["choice"] == "neither" else st.success
-box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {r}" for r in rec["reasons"]))
+box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {common.md(r)}" for r in rec["reasons"]))
 if rec["flips"]:
-    st.markdown("**What would change it:**\n" + "\n".join(f"- {f}" for f in rec["flips"]))
-st.caption(summary["leakage_statement"])
+    st.markdown("**What would change it:**\n" + "\n".join(f"- {common.md(f)}" for f in rec["flips"]))
+st.caption(common.md(summary["leakage_statement"]))
+if index := index_line(summary):
+    st.caption(common.md(index))
 if split := fact_split_rows(summary):
     st.markdown("**By fact** — taught in the fine-tune's training data (a training example on the same subject gives "
                 "the reference answer), or not")
     st.dataframe(split, hide_index=True)
 for line in forgetting_lines(summary):
-    (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {line}")
+    (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {common.md(line)}")
 
 charts = chart_specs(summary, answers)
 st.subheader("Quality per arm (mean with bootstrap 95% CI)")
@@ -132,22 +135,22 @@ if summary["error_attribution"]:
     st.markdown("**Errors of the rag arms**")
     st.dataframe([{"arm": a, **c} for a, c in summary["error_attribution"].items()], hide_index=True)
 for ev in summary.get("events") or []:
-    st.caption(f"{common.when(ev['at'])} · {ev['kind']}: {ev['detail']}")
+    st.caption(f"{common.when(ev['at'])} · {common.md(ev['kind'])}: {common.md(ev['detail'])}")
 if summary.get("judge"):
-    st.caption(f"judge: {summary['judge']['model']} at {summary['judge']['endpoint']}")
+    st.caption(common.md(f"judge: {summary['judge']['model']} at {summary['judge']['endpoint']}"))
     if summary["judge"].get("warning"):
-        st.warning(f"judge: {summary['judge']['warning']}")
+        st.warning(common.md(f"judge: {summary['judge']['warning']}"))
     if summary.get("judge_agreement"):
         st.caption(agreement_line(summary["judge_agreement"]))
     for metric, per in (summary.get("judge_failures") or {}).items():
-        st.warning(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items()))
+        st.warning(common.md(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items())))
 
 injected = summary.get("injection") or {}
 if injected.get("passages"):
     st.info(f"{injected['passages']} retrieved passage(s) read like instructions to the model, e.g. "
-            + "; ".join(f"“{x}”" for x in injected["examples"]) + ". Answers are text only: nothing in them is run.")
+            + "; ".join(f"“{common.md(x)}”" for x in injected["examples"]) + ". Answers are text only: nothing in them is run.")
     for f in injected.get("answers_quoting", []):
-        st.warning(f"{f['arm']} / {f['qid']} repeats a planted instruction: “{f['quoted']}”")
+        st.warning(common.md(f"{f['arm']} / {f['qid']} repeats a planted instruction: “{f['quoted']}”"))
 
 st.subheader("Every question")
 st.dataframe(question_rows(arms, answers, scores), hide_index=True, width="stretch")

@@ -31,7 +31,8 @@ if server is not None:  # live, not cached: the server may have started or stopp
 st.subheader("Ollama")
 for c in checks.values():  # Material icons ship with Streamlit; an emoji font may not be installed
     mark = ":green[:material/check_circle:]" if c["ok"] else ":red[:material/cancel:]"
-    st.markdown(f"{mark} **{c['name']}** — {c['detail']}" + (f" · **fix:** {c['fix']}" if c["fix"] else ""))
+    st.markdown(f"{mark} **{common.md(c['name'])}** — {common.md(c['detail'])}"
+                + (f" · **fix:** {common.md(c['fix'])}" if c["fix"] else ""))
 
 # One fix per missing piece. `ragft setup` covers the binary, the server and the base model;
 # when only the server is down, starting it is enough.
