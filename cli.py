@@ -216,20 +216,23 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 @app.command("finetune")
 def finetune_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
-    recipe: Annotated[str, typer.Option(help="Comma-separated: qa, raft, docs, synthetic.")] = "qa",
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 5,
+    recipe: Annotated[str | None, typer.Option(
+        help="Comma-separated: qa, raft, docs, synthetic. Default: raft when the corpus has training questions and "
+             "an index, else qa.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training data. Default 5, 1 with raft.")] = None,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     r: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
     alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 64,
     dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
     target_modules: Annotated[str, typer.Option(help="'all-linear' or comma-separated module names.")] = "all-linear",
-    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 8,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per batch. Default 8, 4 with raft.")] = None,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     max_length: Annotated[int | None, typer.Option(
         help="Tokens per example: documents are cut to it, a longer chat example is an error. Default 256, 1024 with raft.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 20,
     gradient_checkpointing: Annotated[bool | None, typer.Option(
-        help="Recompute activations in the backward pass (less memory, more time). Default: on above 512 tokens.")] = None,
+        help="Recompute activations in the backward pass (less memory, more time). Default: on when batch size × "
+             "max length exceeds 4096 tokens.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data order, dropout, init).")] = 42,
     allow_leakage: Annotated[bool, typer.Option(help="Train even if eval questions appear verbatim.")] = False,
     resume: Annotated[str | None, typer.Option(help="Run id of an interrupted run to continue.")] = None,
@@ -245,10 +248,12 @@ def finetune_cmd(
 
     settings = _settings(model, data_dir)
     loaded = corpora.load(corpus, settings)
-    recipes = ft.parse_recipes(recipe)
+    recipes = ft.parse_recipes(recipe) if recipe else ft.default_recipes(loaded, settings)
+    defaults = ft.recipe_defaults(recipes)
     modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
-    params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules, epochs=epochs, lr=lr,  # type: ignore[arg-type]
-                        max_length=max_length or ft.default_max_length(recipes), batch_size=batch_size,
+    params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules,  # type: ignore[arg-type]
+                        epochs=epochs or defaults["epochs"], lr=lr, max_length=max_length or defaults["max_length"],
+                        batch_size=batch_size or defaults["batch_size"],
                         grad_accum=grad_accum, seed=seed,
                         checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing)
     params.validate()

@@ -1,4 +1,4 @@
-"""Knowledge-injection check: fine-tune the default recipe on a corpus, then answer its held-out
+"""Knowledge-injection check: fine-tune the closed-book `qa` recipe on a corpus, then answer its held-out
 eval questions closed book with the base and the fine-tuned model. Prints training time and
 both arms' scores (reference contained, token F1) measured in the same run.
 

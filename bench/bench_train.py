@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.squad import SQUAD, indexed_squad  # noqa: E402
 
 STEPS = 8
-BATCH = 8
-RECIPES = {"qa,docs": 256, "raft": 1024}  # example set → max length
+# example set → (max length, batch size): each at the defaults `ragft finetune` trains it with
+RECIPES = {"qa,docs": (256, 8), "raft": (1024, 4)}
 
 
 def _examples(recipes: str):
@@ -39,7 +39,7 @@ def _examples(recipes: str):
         s = settings.model_copy(update={"data_dir": Path(tmp)})
         c = indexed_squad(s) if "raft" in recipes else corpora.load(str(corpora.import_squad(SQUAD, s, "squad")), s)
         items = ft.build_items(c, recipes.split(","), s)
-    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), RECIPES[recipes]), settings.num_threads
+    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), RECIPES[recipes][0]), settings.num_threads
 
 
 def run_ours(recipes: str) -> dict:
@@ -47,7 +47,8 @@ def run_ours(recipes: str) -> dict:
 
     base, examples, threads = _examples(recipes)
     with tempfile.TemporaryDirectory() as tmp:
-        train_lora(base, examples, LoraParams(batch_size=BATCH, max_length=RECIPES[recipes], checkpoint_every=10**6),
+        max_len, batch = RECIPES[recipes]
+        train_lora(base, examples, LoraParams(batch_size=batch, max_length=max_len, checkpoint_every=10**6),
                    Path(tmp), threads, stop_after_steps=STEPS)
         last = json.loads((Path(tmp) / "loss.jsonl").read_text().splitlines()[-1])
     return {"tokens": last["tokens"], "seconds": last["elapsed_s"]}
@@ -58,17 +59,17 @@ def run_naive(recipes: str) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from pipelines.train import GC_FROM
+    from pipelines.train import default_checkpointing
 
     base, examples, threads = _examples(recipes)
-    max_len = RECIPES[recipes]
+    max_len, batch = RECIPES[recipes]
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(base)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     import random
 
     random.Random(42).shuffle(examples)
-    examples = examples[:STEPS * BATCH]  # one epoch of exactly STEPS batches: every row is seen once
+    examples = examples[:STEPS * batch]  # one epoch of exactly STEPS batches: every row is seen once
     rows = []
     for e in examples:  # pad every example to max length, as a plain tokenizer(padding="max_length") would
         n = len(e.input_ids)
@@ -82,11 +83,11 @@ def run_naive(recipes: str) -> dict:
         return {k: torch.tensor([r[k] for r in batch]) for k in batch[0]}
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=STEPS, learning_rate=1e-3,
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, max_steps=STEPS, learning_rate=1e-3,
                                  report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=42,
                                  dataloader_num_workers=0, remove_unused_columns=False,
                                  # the same memory strategy as ragft's loop (LoraParams.checkpointing)
-                                 gradient_checkpointing=max_len > GC_FROM,
+                                 gradient_checkpointing=default_checkpointing(batch, max_len),
                                  gradient_checkpointing_kwargs={"use_reentrant": False})
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
         started = time.perf_counter()
@@ -106,13 +107,14 @@ def main() -> None:
         return
     results: dict[str, dict] = {}
     labels = {"ours": "ragft (length-grouped, dynamic pad)", "naive": "HF Trainer, padded to max length"}
-    for recipes, max_len in RECIPES.items():
+    chosen = sys.argv[1:] or list(RECIPES)  # e.g. `python bench/bench_train.py raft`
+    for recipes, (max_len, batch) in ((r, RECIPES[r]) for r in chosen):
         per = results.setdefault(recipes, {})
         for variant in ("ours", "naive"):
             proc = subprocess.run([sys.executable, __file__, variant, recipes], capture_output=True, text=True, check=True)
             line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
             per[variant] = json.loads(line[7:])
-        print(f"\ntraining benchmark · SmolLM2-135M · LoRA r=32 all-linear · batch {BATCH} · {STEPS} steps · "
+        print(f"\ntraining benchmark · SmolLM2-135M · LoRA r=32 all-linear · batch {batch} · {STEPS} steps · "
               f"SQuAD subset {recipes} examples, max length {max_len}")
         print(f"{'variant':<34} {'useful tokens':>13} {'seconds':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
         for v, r in per.items():
@@ -124,7 +126,9 @@ def main() -> None:
         print(f"ratio ragft / naive useful tokens/s ({recipes}): {per['ratio']:.2f}x")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "train.json").write_text(json.dumps(results, indent=1))
+    path = out / "train.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {}  # a one-set run keeps the other set's numbers
+    path.write_text(json.dumps({**kept, **results}, indent=1))
 
 
 if __name__ == "__main__":

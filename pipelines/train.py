@@ -26,7 +26,15 @@ class TrainingError(RagftError):
     """Training stopped (NaN loss, out of memory, bad parameters); checkpoints are kept."""
 
 
-GC_FROM = 512  # tokens per example above which gradient checkpointing is on by default
+# Gradient checkpointing is on by default when a batch can hold more than this many tokens
+# (batch_size × max_length): activation memory grows with both. Measured on SmolLM2-135M, raft
+# examples up to 854 tokens: batch 8 × 1024 grew to 23.5 GB and the kernel killed it on a 24 GB
+# machine; batch 4 × 1024 peaked at 16.2 GB without it (147 useful tok/s; 54 tok/s with it at batch 8).
+GC_FROM_TOKENS = 4096
+
+
+def default_checkpointing(batch_size: int, max_length: int) -> bool:
+    return batch_size * max_length > GC_FROM_TOKENS
 
 
 @dataclass
@@ -43,14 +51,15 @@ class LoraParams:
     seed: int = 42
     checkpoint_every: int = 20  # optimizer steps
     warmup_ratio: float = 0.05
-    # Recompute each layer's activations in the backward pass instead of keeping them all. None:
-    # on when max_length > GC_FROM. raft's batches of 8 × ~1k tokens kept ~23 GB of activations
-    # (mostly attention maps) for SmolLM2-135M, and the kernel killed the run on a 24 GB machine.
+    # Recompute each layer's activations in the backward pass instead of keeping them all.
+    # None: default_checkpointing(batch_size, max_length).
     gradient_checkpointing: bool | None = None
 
     @property
     def checkpointing(self) -> bool:
-        return self.max_length > GC_FROM if self.gradient_checkpointing is None else self.gradient_checkpointing
+        if self.gradient_checkpointing is None:
+            return default_checkpointing(self.batch_size, self.max_length)
+        return self.gradient_checkpointing
 
     def validate(self) -> None:
         for name in ("r", "alpha", "epochs", "max_length", "batch_size", "grad_accum", "checkpoint_every"):

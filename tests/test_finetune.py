@@ -260,3 +260,24 @@ def test_cuda_requested_without_a_gpu_names_the_fix() -> None:
     assert "RAGFT_TRAIN_DEVICE=auto" in str(err.value.fix)
     with pytest.raises(TrainingError):
         choose_device("tpu", cuda_available=True, bf16_supported=True)
+
+
+def test_raft_is_the_default_for_a_corpus_with_an_index(tmp_path: Path, settings: Settings) -> None:
+    from pipelines import rag
+
+    c = _corpus_with_train(tmp_path / "k", settings)
+    assert ft.default_recipes(c, settings) == ["qa"]  # no index yet: raft could not show passages
+    rag.build_index(c, settings)
+    assert ft.default_recipes(c, settings) == ["raft"]
+    assert ft.recipe_defaults(["raft"]) == {"epochs": 1, "batch_size": 4, "max_length": 1024}
+    assert ft.recipe_defaults(["qa"]) == {"epochs": 5, "batch_size": 8, "max_length": 256}
+    no_train = corpora.load(str(make_corpus(tmp_path / "n", name="plain")), settings)
+    rag.build_index(no_train, settings)
+    assert ft.default_recipes(no_train, settings) == ["qa"]  # whose error names the recipes that work
+
+
+def test_gradient_checkpointing_follows_the_tokens_a_batch_can_hold() -> None:
+    assert not LoraParams(batch_size=4, max_length=1024).checkpointing  # raft's default: 16 GB measured
+    assert LoraParams(batch_size=8, max_length=1024).checkpointing  # killed at 23.5 GB without it
+    assert not LoraParams().checkpointing  # qa: 8 × 256
+    assert not LoraParams(batch_size=8, max_length=1024, gradient_checkpointing=False).checkpointing  # asked for

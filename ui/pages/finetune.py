@@ -31,15 +31,19 @@ st.caption(f"corpus **{c.name}** · {len(c.train)} training questions · {len(c.
 job = jobs.latest(s, "finetune", subject=c.name)
 running = bool(job and job.running)
 
-recipes = st.multiselect("Recipes", recipes_known, default=recipes_known[:1], key="ft_recipes",
+default = [r for r in finetune.default_recipes(c, s) if r in recipes_known] or recipes_known[:1]
+recipes = st.multiselect("Recipes", recipes_known, default=default, key="ft_recipes",
                          help="; ".join(f"{k}: {v}" for k, v in finetune.RECIPES.items()))
 with st.expander("LoRA and training parameters", expanded=False):
     cols = st.columns(4)
-    epochs = cols[0].number_input("epochs", 1, 50, 5, key="ft_epochs")
+    # the recipe's defaults (raft: 1 epoch, batch 4, 1024 tokens); a widget key per default value
+    # so that switching recipe shows the new default instead of keeping the old number
+    d = finetune.recipe_defaults(recipes)
+    epochs = cols[0].number_input("epochs", 1, 50, d["epochs"], key=f"ft_epochs_{d['epochs']}")
     lr = cols[1].number_input("learning rate", 1e-6, 0.5, 1e-3, step=1e-4, format="%.0e", key="ft_lr")
-    batch_size = cols[2].number_input("batch size", 1, 64, 8, key="ft_batch")
-    max_length = cols[3].number_input("max tokens per example", 32, 4096, finetune.default_max_length(recipes),
-                                      key=f"ft_maxlen_{finetune.default_max_length(recipes)}")
+    batch_size = cols[2].number_input("batch size", 1, 64, d["batch_size"], key=f"ft_batch_{d['batch_size']}")
+    max_length = cols[3].number_input("max tokens per example", 32, 4096, d["max_length"],
+                                      key=f"ft_maxlen_{d['max_length']}")
     cols = st.columns(4)
     r = cols[0].number_input("LoRA rank r", 1, 256, 32, key="ft_r")
     alpha = cols[1].number_input("LoRA alpha", 1, 512, 64, key="ft_alpha")
