@@ -25,7 +25,7 @@ class Needs:
 
 @dataclass
 class Recommendation:
-    choice: str  # rag | fine-tune | both | neither
+    choice: str  # rag | fine-tune | both | neither | undecided (no base arm to compare with)
     arm: str | None
     reasons: list[str] = field(default_factory=list)
     flips: list[str] = field(default_factory=list)
@@ -47,6 +47,11 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
     `per_question`: each arm's scores on the same questions in the same order (for the paired
     comparison with the best arm); without it only the best arm qualifies.
     """
+    if "base" not in quality:
+        return Recommendation("undecided", None, [
+            "this run has no base arm: ragft recommends an arm only when it beats the closed-book base model on the "
+            f"same questions; {', '.join(sorted(quality))} are compared with each other in *Paired comparisons*"],
+            ["evaluate with base among the arms"])
     better = {a: p for a, p in paired_vs_base.items() if p.significant and p.diff.mean > 0}
     if not better:
         shown = ", ".join(f"{a} {_pct(p.diff.mean)} [{_pct(p.diff.lo)}, {_pct(p.diff.hi)}]" for a, p in paired_vs_base.items())

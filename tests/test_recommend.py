@@ -54,3 +54,11 @@ def test_without_per_question_scores_only_the_best_arm_qualifies() -> None:
     good = [1.0] * 30 + [0.0] * 10
     q, paired, costs, _ = _setup(good, list(good))
     assert recommend(q, paired, costs, Needs(), "contains").arm in ("rag", "ft")
+
+
+def test_a_run_without_base_is_undecided_not_neither() -> None:
+    # seed-variance runs evaluate rag, ft, ft_rag only: nothing was compared with closed book
+    good = [1.0] * 30 + [0.0] * 10
+    q = {"rag": bootstrap_ci(good), "ft_rag": bootstrap_ci(good)}
+    r = recommend(q, {}, {"rag": _cost("rag", 2.0), "ft_rag": _cost("ft_rag", 3.0)}, Needs(), "contains")
+    assert r.choice == "undecided" and r.arm is None and "no base arm" in r.reasons[0]

@@ -93,7 +93,7 @@ st.caption(f"corpus **{common.md(summary['corpus'])}** · {summary['n_questions'
            f"{', '.join(arms)} · status {summary['status']} · model {summary['config'].get('model')} "
            f"({summary['config'].get('quantization')})")
 rec = summary["recommendation"]
-box = st.warning if rec["choice"] == "neither" else st.success
+box = st.warning if rec["choice"] in ("neither", "undecided") else st.success
 box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {common.md(r)}" for r in rec["reasons"]))
 if rec["flips"]:
     st.markdown("**What would change it:**\n" + "\n".join(f"- {common.md(f)}" for f in rec["flips"]))
