@@ -38,7 +38,7 @@ def _texts(at: AppTest) -> str:
         for el in getattr(at, kind):
             parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
     # as a Markdown renderer shows it: a backslash-escaped punctuation mark is the mark itself
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(parts))
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(parts)).replace("\u2060", "")
 
 
 def _button(at: AppTest, starts_with: str):  # noqa: ANN202 (streamlit's element type)

@@ -179,7 +179,7 @@ def test_bad_uploads_in_the_app_are_named_and_the_rest_is_kept(tmp_path: Path, s
     at.button(key="corpus_upload_add").click().run()
     assert not at.exception
     shown = " ".join(" ".join(str(el.value) for el in getattr(at, kind)) for kind in ("success", "warning", "error", "info"))
-    shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(shown.split()))  # as rendered: escapes undone
+    shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(shown.split())).replace("\u2060", "")  # as rendered
     for _, message in BAD_DOCUMENTS.values():
         assert message in shown, message
     # (an unsupported type never gets this far: Streamlit's uploader refuses it by extension)

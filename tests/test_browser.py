@@ -202,7 +202,8 @@ def test_markdown_planted_in_a_corpus_is_shown_as_text_and_fetches_nothing(
         page.get_by_role("heading", name="planted").wait_for(timeout=WAIT_MS)
         page.get_by_text("chunks in the index").wait_for(timeout=WAIT_MS)
         main = page.locator("[data-testid='stMain']")
-        assert f"![tracker]({pixel})" in main.inner_text() and ":red[alarm]" in main.inner_text()
+        shown = main.inner_text().replace("\u2060", "")  # the word joiners that keep URLs from becoming links
+        assert f"![tracker]({pixel})" in shown and ":red[alarm]" in shown
         assert main.locator("img").count() == 0 and main.locator(f"a[href^='{pixel}']").count() == 0
         page.wait_for_timeout(1500)  # a fetch the page did start would have arrived by now
         assert fetched == []

@@ -25,11 +25,16 @@ from pipelines.errors import RagftError
 # text from documents, questions, answers, errors and corpus.toml never becomes an image (a remote
 # fetch), a link, a heading or Streamlit's :color[]/$math$ directives.
 _MARKDOWN_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+# GFM turns bare URLs and e-mail addresses in the *rendered* text into links, escapes or not; an
+# invisible word joiner inside "http://", "www." and "@" keeps them text.
+_AUTOLINK = re.compile(r"(?i)(https?)(?=://)|\b(www)(?=\.)|(@)")
+WORD_JOINER = "\u2060"
 
 
 def md(text: object) -> str:
-    """Untrusted text for st.markdown/st.info/st.warning/st.caption: shown as written."""
-    return _MARKDOWN_PUNCT.sub(r"\\\1", str(text))
+    """Untrusted text for st.markdown/st.info/st.warning/st.caption: shown as written, never a link or image."""
+    unlinked = _AUTOLINK.sub(lambda m: m.group(0) + WORD_JOINER, str(text))
+    return _MARKDOWN_PUNCT.sub(r"\\\1", unlinked)
 
 
 CORPUS_KEY = "app_corpus"  # the sidebar's corpus picker (app.py); pages read it
