@@ -20,7 +20,7 @@ from pathlib import Path
 from pipelines import files
 from pipelines.config import Settings
 from pipelines.errors import CorpusError, InputError
-from pipelines.files import safe_stem, unique_name
+from pipelines.files import ensure_dir, safe_stem, unique_name
 from pipelines.leakage import normalise
 from pipelines.models import safe_name
 
@@ -438,7 +438,7 @@ def add_uploads(files: list[tuple[str, bytes]], settings: Settings, name: str) -
     max_bytes = int(settings.max_file_mb * 1e6)
     added: list[str] = []
     problems: list[str] = []
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-upload-", dir=_ensure_dir(corpora_dir(settings))))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-upload-", dir=ensure_dir(corpora_dir(settings))))
     try:
         ready: list[Path] = []
         names: dict[str, str] = {}  # stored file name → the upload it came from
@@ -473,11 +473,6 @@ def add_uploads(files: list[tuple[str, bytes]], settings: Settings, name: str) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, added, problems
-
-
-def _ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def import_squad_upload(file_name: str, data: bytes, settings: Settings, name: str = "squad",

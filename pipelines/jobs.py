@@ -167,12 +167,13 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
             except OSError as exc:
                 raise JobError(f"could not start `{' '.join(argv)}`: {exc}", "check that ragft is installed") from exc
         db.execute("UPDATE jobs SET pid=?, pid_started=?, log_path=? WHERE id=?",
-                   (proc.pid, _create_time(proc.pid), str(log_path), job_id))
+                   (proc.pid, process_started(proc.pid), str(log_path), job_id))
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
     return _job(row)
 
 
-def _create_time(pid: int) -> float | None:
+def process_started(pid: int) -> float | None:
+    """A process's start time: with the pid, its identity (a reused pid has another start time)."""
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:

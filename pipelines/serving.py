@@ -28,6 +28,7 @@ import ollama
 from pipelines import files
 from pipelines.config import Settings
 from pipelines.errors import ConfigError, ModelPrepError, OllamaUnavailable
+from pipelines.jobs import process_started  # the same start-time identity jobs use for their processes
 
 Log = Callable[[str], None]
 OLLAMA_MODULE = "github.com/ollama/ollama"
@@ -368,7 +369,7 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
         while time.monotonic() < deadline:
             if (version := server_version(url, timeout=1.0)) is not None:
                 server = Server(url, proc.pid, str(settings.ollama_models_dir), str(binary.path), version,
-                                started=_start_time(proc.pid))
+                                started=process_started(proc.pid))
                 _write_state(settings, server)
                 log(f"Ollama {version} serving on {url} (pid {proc.pid})")
                 return server
@@ -381,15 +382,6 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
             break
         port = 0
     raise OllamaUnavailable(f"`ollama serve` did not become healthy:\n{last_error}", f"see {log_path}")
-
-
-def _start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
 
 
 def _tail(path: Path, lines: int = 10) -> str:
