@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pipelines import doctor, models, serving
 from pipelines.config import Settings, load_settings
-from pipelines.errors import RagftError
+from pipelines.errors import CorpusError, RagftError
 
 app = typer.Typer(help="Should you use RAG, a LoRA fine-tune, or both? Measured on your documents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -217,8 +217,13 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 def finetune_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
     recipe: Annotated[str | None, typer.Option(
-        help="Comma-separated: qa, raft, docs, synthetic. Default: raft when the corpus has training questions and "
-             "an index, else qa.")] = None,
+        help="Comma-separated: qa, raft, docs, synthetic, synthetic-raft. Default: raft when the corpus has training "
+             "questions and an index, else qa.")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Model that writes the synthetic recipes' pairs (a ragft model such as qwen2.5-coder-1.5b, or a model "
+             "on the Ollama server). Default: teacher_model from the config, else the base model.")] = None,
+    mix: Annotated[str | None, typer.Option(
+        help="Another corpus whose training questions are mixed in as reading examples (a quarter of the set).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training data. Default 5, 1 with raft.")] = None,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     r: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
@@ -247,7 +252,12 @@ def finetune_cmd(
     from pipelines.train import LoraParams
 
     settings = _settings(model, data_dir)
+    if teacher:
+        settings.teacher_model = teacher
     loaded = corpora.load(corpus, settings)
+    mixed = corpora.load(mix, settings) if mix else None
+    if mixed is not None and mixed.name == loaded.name:
+        raise CorpusError(f"--mix {mix} is the corpus being fine-tuned", "mix in a different corpus")
     recipes = ft.parse_recipes(recipe) if recipe else ft.default_recipes(loaded, settings)
     defaults = ft.recipe_defaults(recipes)
     modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
@@ -263,7 +273,7 @@ def finetune_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("fine-tuning", total=None, loss="-", stage="preparing…")
-        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume,
+        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume, mix=mixed,
                              log=lambda m: bar.console.print(esc(str(m))),
                              progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}",
                                                                     stage=f"step {s}/{t}"),
@@ -376,7 +386,7 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
 
 
 def _print_summary(summary: dict) -> None:
-    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines, index_line
+    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines, index_line, seed_lines
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
@@ -408,6 +418,8 @@ def _print_summary(summary: dict) -> None:
         console.print(split)
     for line in forgetting_lines(summary):
         console.print(f"  forgetting probe: {esc(line)}")
+    for line in seed_lines(summary):
+        console.print(f"  training seeds: {esc(line)}")
     for f in (summary.get("injection") or {}).get("answers_quoting", []):
         err.print("[yellow]warning:[/] " + esc(f"{f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}"))
     for ev in summary.get("events") or []:

@@ -16,6 +16,7 @@ from eval.forgetting import summarise_probe
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
 from eval.scoring import PRIMARY
+from eval.seeds import seed_spread, spread_lines
 from eval.stats import agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
@@ -95,6 +96,8 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     if fact_split:
         rec.reasons.append(setting_line(fact_split))
     forgetting = summarise_probe(store.probes(run_id)) if any(a in ("ft", "ft_rag") for a in arms) else None
+    spread = seed_spread(store, run_id, paired)
+    rec.reasons += [line for line in spread_lines(spread) if "could reverse" in line]
     leak = ft_info.get("leakage")
     return {
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
@@ -108,7 +111,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
         "error_attribution": attribution,
         "recommendation": asdict(rec), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
-        "fact_split": fact_split, "forgetting": forgetting, "accept_loss": (needs or Needs()).accept_loss,
+        "fact_split": fact_split, "forgetting": forgetting, "seed_spread": spread, "accept_loss": (needs or Needs()).accept_loss,
         "leakage": leak,
         "leakage_statement": (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
                               f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
@@ -163,6 +166,10 @@ def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
 def forgetting_lines(summary: dict[str, Any]) -> list[str]:
     f = summary.get("forgetting")
     return [v["statement"] for v in f.values()] if f else []
+
+
+def seed_lines(summary: dict[str, Any]) -> list[str]:
+    return spread_lines(summary.get("seed_spread"))
 
 
 def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
@@ -366,6 +373,15 @@ def _fact_split_html(summary: dict[str, Any]) -> str:
             + "".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>" for r in rows) + "</table>")
 
 
+def _seeds_html(summary: dict[str, Any]) -> str:
+    lines = seed_lines(summary)
+    if not lines:
+        return ("<p>One training seed evaluated on these questions: the spread over seeds is not measured (fine-tune "
+                "again with another seed and evaluate the same questions to see it).</p>"
+                if summary.get("finetune") else "<p>No fine-tuned arm in this run.</p>")
+    return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+
+
 def _forgetting_html(summary: dict[str, Any]) -> str:
     lines = forgetting_lines(summary)
     if not lines:
@@ -447,6 +463,7 @@ model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('qu
 <h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
 {_fact_split_html(summary)}
 <h2>Forgetting probe</h2>{_forgetting_html(summary)}
+<h2>Training seeds</h2>{_seeds_html(summary)}
 <h2>Judge</h2>{_judge_html(summary)}
 <h2>Run record</h2>{_events_html(summary)}
 <h2>Instructions planted in documents</h2>{_injection_html(summary)}

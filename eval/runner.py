@@ -253,7 +253,7 @@ def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> d
     if not run:
         return {"finetune": None}
     info = {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training",
-                                    "fact_coverage")}
+                                    "fact_coverage", "params", "mix")}
     # every eval item's fact class (taught / not taught), so the report can split each arm by it
     guard = finetune.runs_dir(settings) / str(run["run_id"]) / "leakage.json"
     with contextlib.suppress(OSError, ValueError):

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0  # … pausing 2, 4, 8 s between them
     num_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     train_device: str = "auto"  # auto | cpu | cuda (train.choose_device)
+    # The model that writes question/answer pairs for the synthetic recipes: a ragft model or one
+    # on the Ollama server. Unset → the base model (a 135M base writes weak pairs).
+    teacher_model: str | None = None
 
     # Model (same for every arm: fairness)
     model: str = "smollm2-135m"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -23,25 +22,25 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from pipelines import embeddings, files, leakage, models, serving
+from pipelines import embeddings, files, leakage, models, serving, synthetic
 from pipelines.arms import CLOSED_BOOK_SYSTEM
 from pipelines.config import Settings
-from pipelines.corpus import Corpus
+from pipelines.corpus import QA, Corpus
 from pipelines.errors import CorpusError, ModelPrepError
 from pipelines.train import Example, LoraParams, TrainingError, merge_adapter, train_lora
 
 RECIPES = {
     "qa": "the corpus's qa/train.jsonl questions and answers, chat-formatted, loss on the answer only",
     "docs": "the corpus's chunks as plain text (continued pre-training), loss on every token",
-    "synthetic": "question/answer pairs a teacher model writes for each chunk (Ollama structured output)",
+    "synthetic": "question/answer pairs a teacher model writes from each chunk (documents only; answers kept when "
+                 "they are a short span of their chunk), closed book like qa (pipelines/synthetic.py)",
     "raft": "qa/train.jsonl questions in the rag arm's prompt with k passages from the corpus's index (the one holding "
             "the answer among them for 80%, only distractors for the rest), short reference answer (pipelines/raft.py)",
+    "synthetic-raft": "the teacher's pairs in the rag arm's prompt, like raft: the documents-only track, for a corpus "
+                      "without training questions",
 }
 # A raft example carries k passages: its prompt is the rag arm's, several hundred tokens long.
 RAFT_MAX_LENGTH = 1024
-WEAK_TEACHER = ("note: the default teacher is the served base model; a 135M teacher writes weak questions. "
-                "Set RAGFT_TEACHER_MODEL to a bigger local model for better ones.")
-
 
 @dataclass
 class TrainItem:
@@ -69,11 +68,15 @@ def parse_recipes(spec: str) -> list[str]:
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
-    return (["qa", "raft"] if corpus.train else []) + ["docs", "synthetic"]
+    return (["qa", "raft"] if corpus.train else []) + ["docs", "synthetic", "synthetic-raft"]
 
 
 def default_max_length(recipes: list[str]) -> int:
-    return RAFT_MAX_LENGTH if "raft" in recipes else LoraParams().max_length
+    return RAFT_MAX_LENGTH if _in_rag_prompt(recipes) else LoraParams().max_length
+
+
+def _in_rag_prompt(recipes: list[str]) -> bool:
+    return any(r in ("raft", "synthetic-raft") for r in recipes)
 
 
 # raft's defaults, measured on the SQuAD subset (README → Evaluation results): one epoch of batches
@@ -95,7 +98,7 @@ def default_recipes(corpus: Corpus, settings: Settings) -> list[str]:
 def recipe_defaults(recipes: list[str]) -> dict[str, int]:
     """epochs, batch_size and max_length a recipe mix trains with unless the user says otherwise."""
     plain = LoraParams()
-    if "raft" in recipes:
+    if _in_rag_prompt(recipes):
         return {"epochs": RAFT_EPOCHS, "batch_size": RAFT_BATCH_SIZE, "max_length": RAFT_MAX_LENGTH}
     return {"epochs": plain.epochs, "batch_size": plain.batch_size, "max_length": plain.max_length}
 
@@ -113,28 +116,51 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
         elif recipe == "raft":
             if not corpus.train:
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'raft' recipe",
-                                  "recipes that would work: docs, synthetic")
-            items += raft_items(corpus, settings)
+                                  "recipes that would work: docs, synthetic, synthetic-raft")
+            items += raft_items(corpus, corpus.train, settings)
         elif recipe == "docs":
             items += [TrainItem("docs", None, None, text, sources=(doc_id,)) for doc_id, text in _chunks(corpus, settings)]
-        elif recipe == "synthetic":
+        elif recipe in ("synthetic", "synthetic-raft"):
             if server is None:
-                raise TrainingError("the synthetic recipe needs the Ollama server", "run `ragft setup`")
-            log(WEAK_TEACHER)
-            items += synthetic_items(corpus, settings, server, log)
+                raise TrainingError(f"the {recipe} recipe needs the Ollama server (its teacher runs there)",
+                                    "run `ragft setup`")
+            written = synthetic.write_pairs(corpus, _chunks(corpus, settings), settings, server, log)
+            log(written.summary())
+            if recipe == "synthetic":
+                items += [TrainItem("synthetic", p.question, p.answer, sources=(p.doc_id,)) for p in written.pairs]
+            else:
+                items += raft_items(corpus, written.as_qa(), settings, kind="synthetic-raft")
     return items
 
 
-def raft_items(corpus: Corpus, settings: Settings) -> list[TrainItem]:
+def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: str = "raft") -> list[TrainItem]:
     """Training questions in the rag arm's prompt, passages from the corpus's own index (pipelines/raft.py)."""
     from pipelines import rag
     from pipelines.raft import raft_examples
 
     cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
-    examples = raft_examples(corpus.train, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
+    examples = raft_examples(questions, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
                              seed=settings.seed)
-    return [TrainItem("raft", e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM, sources=e.sources)
+    return [TrainItem(kind, e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM, sources=e.sources)
             for e in examples]
+
+
+# Mixed-in reading examples make up this share of the training set: enough to keep reading on
+# passages of another domain in every batch, few enough that the corpus's own examples dominate.
+MIX_SHARE = 0.25
+
+
+def mix_items(other: Corpus, n_own: int, settings: Settings, share: float = MIX_SHARE) -> list[TrainItem]:
+    """Reading examples from another corpus (its training questions, in the rag prompt with passages
+    from its own index — never its eval questions), as `share` of the mixed set."""
+    import random
+
+    if not other.train:
+        raise CorpusError(f"corpus '{other.name}' has no qa/train.jsonl to mix in",
+                          "mix in a corpus with training questions (e.g. an imported SQuAD file)")
+    want = round(n_own * share / (1 - share))
+    questions = random.Random(settings.seed).sample(other.train, min(want, len(other.train)))
+    return raft_items(other, questions, settings, kind="mix")
 
 
 def _chunks(corpus: Corpus, settings: Settings) -> list[tuple[str, str]]:
@@ -146,34 +172,6 @@ def _chunks(corpus: Corpus, settings: Settings) -> list[tuple[str, str]]:
     splitter = SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
     return [(n.ref_doc_id or "", n.get_content())
             for n in splitter.get_nodes_from_documents([Document(text=d.text, id_=d.id) for d in docs])]
-
-
-_QA_SCHEMA = {"type": "object", "properties": {"pairs": {"type": "array", "items": {
-    "type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-    "required": ["question", "answer"]}}}, "required": ["pairs"]}
-
-
-def synthetic_items(corpus: Corpus, settings: Settings, server: serving.Server,
-                    log: Callable[[str], None] = print, per_chunk: int = 3) -> list[TrainItem]:
-    """Ask the teacher for question/answer pairs per chunk, constrained to a JSON schema."""
-    teacher = os.environ.get("RAGFT_TEACHER_MODEL") or models.served_name(models.get_spec(settings.model, settings), settings)
-    client = serving.client(server, settings)
-    items: list[TrainItem] = []
-    failures = 0
-    for doc_id, text in _chunks(corpus, settings):
-        prompt = (f"Write {per_chunk} question and answer pairs about facts in this text. Each answer is short "
-                  f"and taken from the text.\n\nText:\n{text}")
-        try:
-            res = client.generate(model=teacher, prompt=prompt, format=_QA_SCHEMA,
-                                  options={**settings.decoding_options(), "num_predict": 512})
-            pairs = json.loads(res.response or "")["pairs"]
-        except (ValueError, KeyError, TypeError):
-            failures += 1
-            continue
-        items += [TrainItem("synthetic", str(p["question"]), str(p["answer"]), sources=(doc_id,)) for p in pairs[:per_chunk]
-                  if isinstance(p, dict) and p.get("question") and p.get("answer")]
-    log(f"synthetic recipe: {len(items)} pairs from the teacher {teacher}; {failures} chunk(s) failed to parse")
-    return items
 
 
 def tokenize(items: list[TrainItem], tokenizer: Any, max_length: int) -> list[Example]:
@@ -334,6 +332,7 @@ def finetune(
     params: LoraParams,
     allow_leakage: bool = False,
     resume_run: str | None = None,
+    mix: Corpus | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, float], None] | None = None,
     stop_after_steps: int | None = None,
@@ -342,6 +341,7 @@ def finetune(
     """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record.
 
     `stage` hears what happens before the first step ("checking leakage…"), for progress bars.
+    `mix`: another corpus whose training questions are mixed in as reading examples (`mix_items`).
     """
     spec = models.get_spec(settings.model, settings)
     base_dir = models.ensure_hf_weights(spec, settings, log)
@@ -349,6 +349,10 @@ def finetune(
         run_dir = resume_dir(resume_run, corpus, settings)
         record = load_run(run_dir)
         recipes, params = record["recipes"], LoraParams(**record["params"])
+        if record.get("mix"):
+            from pipelines import corpus as corpora
+
+            mix = corpora.load(record["mix"]["corpus"], settings)
     else:
         run_dir = make_run_dir(corpus, settings)
         record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
@@ -356,6 +360,11 @@ def finetune(
                   "status": "preparing", "created": datetime.now(UTC).isoformat()}
     stage("building training data…")
     items = build_items(corpus, recipes, settings, server, log)
+    if mix is not None:
+        mixed = mix_items(mix, len(items), settings)
+        record["mix"] = {"corpus": mix.name, "examples": len(mixed), "share": MIX_SHARE}
+        log(f"mixing in {len(mixed)} reading examples from corpus '{mix.name}' (its training questions)")
+        items += mixed
     stage("checking leakage…")
     report = check_leakage(corpus, items)
     files.write_json(run_dir / "leakage.json", report.as_dict(), indent=1)

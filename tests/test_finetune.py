@@ -207,19 +207,6 @@ def test_few_steps_on_the_demo_corpus(tmp_path: Path, live_settings: Settings, o
     assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "leakage.json").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.ollama
-def test_synthetic_recipe_asks_the_teacher_for_schema_bound_pairs(tmp_path: Path, live_settings: Settings,
-                                                                  ollama_server: serving.Server, base_model: str) -> None:
-    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
-    c = corpora.load(str(make_corpus(tmp_path / "k")), s)
-    said: list[str] = []
-    items = ft.build_items(c, ["synthetic"], s, ollama_server, log=said.append)
-    assert any("135M teacher writes weak questions" in m for m in said)
-    assert any(m.startswith("synthetic recipe:") and "failed to parse" in m for m in said)
-    assert items and all(it.kind == "synthetic" and it.question and it.answer for it in items)
-
-
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pipelines import corpus as corpora
-from pipelines import finetune, jobs, serving
+from pipelines import finetune, jobs, models, serving
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 from pipelines.train import LoraParams
@@ -23,7 +23,7 @@ recipes_known = finetune.available_recipes(c)
 def _leakage(_s: Settings, data_dir: str, corpus_root: str, recipes: tuple[str, ...], qa_mtime: float) -> dict:
     # The guard the training job runs before it starts (synthetic pairs exist only once a teacher writes them).
     corpus = corpora.load(corpus_root, _s)
-    items = finetune.build_items(corpus, [r for r in recipes if r != "synthetic"], _s)
+    items = finetune.build_items(corpus, [r for r in recipes if not r.startswith("synthetic")], _s)
     return finetune.check_leakage(corpus, items).as_dict()
 
 
@@ -49,6 +49,17 @@ with st.expander("LoRA and training parameters", expanded=False):
     alpha = cols[1].number_input("LoRA alpha", 1, 512, 64, key="ft_alpha")
     dropout = cols[2].number_input("LoRA dropout", 0.0, 0.9, 0.05, key="ft_dropout")
     checkpoint_every = cols[3].number_input("checkpoint every (steps)", 1, 1000, 20, key="ft_ckpt")
+cols = st.columns(2)
+teacher = None
+if any(r.startswith("synthetic") for r in recipes):
+    choice = cols[0].selectbox("Teacher model (writes the synthetic pairs)", ["(the base model)"] + models.known_models(s),
+                               index=0, key="ft_teacher", help="A bigger model writes better questions; the first run "
+                               "prepares it. Its pairs are cached, so a repeated run asks it only for new chunks.")
+    teacher = None if choice.startswith("(") else choice
+mixable = [n for n, root in corpora.list_corpora(s).items() if n != c.name and (root / "qa" / "train.jsonl").is_file()]
+mix_choice = cols[1].selectbox("Mix in reading examples from", ["(none)"] + mixable, index=0, key="ft_mix",
+                               help="Another corpus's training questions, in the rag prompt, as a quarter of the set")
+mix = None if mix_choice.startswith("(") else mix_choice
 allow_leakage = st.checkbox("Train even if eval questions appear verbatim (the run records it)", key="ft_allow")
 
 if not recipes:
@@ -68,8 +79,8 @@ cols[0].metric("verbatim", counts["verbatim"], help="the same eval question (or 
 cols[1].metric("near-verbatim", counts["near_verbatim"], help="word 5-gram Jaccard ≥ 0.5 with a training question: warned")
 cols[2].metric("paraphrase coverage", counts["paraphrase"], help="the same fact asked in other words (MiniLM cosine ≥ 0.75)")
 cols[3].metric("not covered", counts["unrelated"])
-if "synthetic" in recipes:
-    st.caption("The synthetic recipe's pairs are written by the teacher during the job; the job checks them too.")
+if any(r.startswith("synthetic") for r in recipes):
+    st.caption("The synthetic recipes' pairs are written by the teacher during the job; the job checks them too.")
 for kind in ("verbatim", "near_verbatim", "paraphrase"):
     if report[kind]:
         with st.expander(f"{kind.replace('_', '-')} examples ({len(report[kind])})"):
@@ -94,7 +105,8 @@ if st.button(f"Start fine-tuning {c.name}", key="ft_start", type="primary",
         args = [c.name, "--recipe", ",".join(recipes), "--epochs", str(params.epochs), "--lr", str(params.lr),
                 "--r", str(params.r), "--alpha", str(params.alpha), "--dropout", str(params.dropout),
                 "--batch-size", str(params.batch_size), "--max-length", str(params.max_length),
-                "--checkpoint-every", str(params.checkpoint_every)] + (["--allow-leakage"] if allow_leakage else [])
+                "--checkpoint-every", str(params.checkpoint_every)] + (["--allow-leakage"] if allow_leakage else []) \
+            + (["--teacher", teacher] if teacher else []) + (["--mix", mix] if mix else [])
         common.start_job(s, "finetune", args)
 
 

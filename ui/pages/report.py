@@ -18,6 +18,7 @@ from eval.report import (
     forgetting_lines,
     index_line,
     question_rows,
+    seed_lines,
     summarise,
     write_outputs,
 )
@@ -106,6 +107,8 @@ if split := fact_split_rows(summary):
     st.dataframe(split, hide_index=True)
 for line in forgetting_lines(summary):
     (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {common.md(line)}")
+for line in seed_lines(summary):
+    (st.warning if "could reverse" in line else st.caption)(f"Training seeds: {common.md(line)}")
 
 charts = chart_specs(summary, answers)
 st.subheader("Quality per arm (mean with bootstrap 95% CI)")
