@@ -13,7 +13,7 @@ from pipelines import finetune as ft
 from pipelines import rag, serving, synthetic
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
-from pipelines.train import TrainingError
+from pipelines.train import LoraParams, TrainingError
 from tests.helpers import make_corpus
 
 DEMO = Path(__file__).resolve().parents[1] / "corpora" / "port-vellmar"
@@ -61,6 +61,24 @@ def test_synthetic_raft_trains_grounded_pairs_in_the_rag_prompt(tmp_path: Path, 
     summary = next(m for m in said if m.startswith("synthetic pairs:"))
     assert f"from {len(chunks)} chunks" in summary and f"({len(chunks)} chunks from cache" in summary
     assert "1 answers dropped" in summary
+
+
+@pytest.mark.ollama
+def test_a_teacher_pair_that_repeats_an_eval_question_is_dropped_not_refused(
+        tmp_path: Path, live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    c = corpora.load(str(make_corpus(tmp_path / "k")), s)
+    rag.build_index(c, s)
+    docs = {doc for doc, _ in ft._chunks(c, s)}
+    _plant_cache(c, s, base_model, {doc: [] for doc in docs} | {"harbour": [
+        {"question": "Who is the harbour master of Kelmouth?", "answer": "Ida Brandt"},  # eval q1, word for word
+        {"question": "Which boats need a mooring permit in Kelmouth?", "answer": "longer than 12 metres"}]})
+    said: list[str] = []
+    record = ft.finetune(c, s, ollama_server, ["synthetic-raft"], LoraParams(epochs=2, batch_size=1, max_length=1024),
+                         log=said.append, stop_after_steps=1)
+    assert record["status"] == "interrupted" and record["teacher_repeats_dropped"] == 1
+    assert record["leakage"]["verbatim"] == 0 and record["n_examples"] == 1
+    assert any("dropped 1 teacher-written pair" in m for m in said)
 
 
 @pytest.mark.slow
