@@ -163,6 +163,10 @@ def test_finetune_page_shows_the_leakage_report_before_starting(no_ollama: Setti
     assert (metrics["verbatim"], metrics["near-verbatim"], metrics["paraphrase coverage"]) == ("0", "0", "34")
     assert at.button(key="ft_start").disabled  # no server: the fix is shown instead
     assert "Ollama is not running" in _texts(at)
+    assert at.selectbox(key="ft_mix").options[0] == "(none)" and not [b for b in at.selectbox if b.key == "ft_teacher"]
+    at.multiselect(key="ft_recipes").set_value(["synthetic-raft"]).run()  # the documents-only track
+    assert not at.exception and "qwen2.5-coder-1.5b" in at.selectbox(key="ft_teacher").options
+    assert "written by the teacher during the job" in _texts(at)
 
 
 def _fake_runs(s: Settings) -> None:
