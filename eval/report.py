@@ -116,7 +116,9 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         "leakage_statement": (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
                               f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
                               f"{leak['paraphrase']} eval questions with a paraphrase in training (paraphrase coverage)"
-                              + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else ""))
+                              + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else "")
+                              + (f"; {ft_info['mix']['examples']} reading examples mixed in from corpus "
+                                 f"'{ft_info['mix']['corpus']}' (its training questions)" if ft_info.get("mix") else ""))
         if leak else "no fine-tuned arm in this run",
     }
 

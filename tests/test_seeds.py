@@ -53,3 +53,14 @@ def test_a_spread_smaller_than_the_effect_does_not_decide(settings: Settings) ->
     _run(store, "b", 7, {"base": 1, "rag": 2, "ft": 1, "ft_rag": 9})
     line = next(x for x in seed_lines(summarise(store, "b")) if x.startswith("ft_rag"))
     assert "spread 10 points" in line and "the seed does not decide it" in line and "+70 points" in line
+
+
+def test_the_leakage_statement_names_a_mixed_in_corpus(settings: Settings) -> None:
+    store = Store(settings.runs_db)
+    _run(store, "m", 42, {"base": 1, "ft": 2})
+    ft = {"run_id": "ft-m", "recipes": ["raft"], "params": {"seed": 42},
+          "leakage": {"verbatim": 0, "near_verbatim": 0, "paraphrase": 3},
+          "mix": {"corpus": "squad", "examples": 35, "share": 0.25}}
+    store.set_status("m", "done", {"finetune": ft})
+    statement = summarise(store, "m")["leakage_statement"]
+    assert statement.endswith("; 35 reading examples mixed in from corpus 'squad' (its training questions)")
