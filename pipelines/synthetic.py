@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import ollama
+
 from pipelines import files, models, serving
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
@@ -144,9 +147,13 @@ def write_pairs(corpus: Corpus, chunks: list[tuple[str, str]], settings: Setting
             else:
                 try:
                     raw = _ask(client, teacher, text, per_chunk, settings)
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, ollama.ResponseError):  # a reply that is not the schema
                     failed += 1
                     continue
+                except (httpx.HTTPError, ConnectionError) as exc:  # the server is gone: every chunk would fail
+                    raise TrainingError(f"the teacher {teacher} stopped answering after {i} of {len(chunks)} chunks "
+                                        f"({type(exc).__name__})", "check `ragft serve status`, then run the "
+                                        "fine-tune again: the pairs written so far are cached and reused") from exc
                 sink.write(json.dumps({"key": key, "doc": doc_id, "pairs": raw}, ensure_ascii=False) + "\n")
                 sink.flush()
             for p in raw:

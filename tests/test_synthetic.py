@@ -122,3 +122,19 @@ def test_mixed_in_reading_examples_come_from_the_other_corpus_training_questions
     assert not {q.question for q in demo.eval} & {it.question for it in mixed}
     with pytest.raises(CorpusError, match="no qa/train.jsonl"):
         ft.mix_items(corpora.load(str(make_corpus(tmp_path / "k")), s), 30, s)
+
+
+def test_a_teacher_whose_server_is_gone_stops_the_run_with_a_fix_and_keeps_its_pairs(
+        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
+    chunks = [("harbour", "The harbour master of Kelmouth is Ida Brandt."), ("festival", "The festival is in March.")]
+    path = synthetic._cache_path(c, settings, "teacher")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": synthetic._key(chunks[0][1], synthetic.PER_CHUNK), "doc": "harbour",
+                                "pairs": [{"question": "Who is the harbour master?", "answer": "Ida Brandt"}]}) + "\n")
+    monkeypatch.setattr(synthetic, "teacher_model", lambda *_a, **_k: "teacher")
+    dead = serving.Server(url=f"http://127.0.0.1:{serving.free_port()}", pid=None, models_dir=None)  # nothing listens
+    with pytest.raises(TrainingError) as exc:
+        synthetic.write_pairs(c, chunks, settings, dead)
+    assert "stopped answering after 1 of 2 chunks" in str(exc.value) and "cached and reused" in (exc.value.fix or "")
+    assert len(path.read_text().splitlines()) == 1  # the cached chunk is still there
