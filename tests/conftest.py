@@ -35,6 +35,20 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGFT_PROBE_ITEMS", str(TEST_PROBE_ITEMS))
 
 
+# The externally written benchmark beside the repo (../shared, also present in CI); RAGFT_SHARED_DIR
+# points elsewhere. Tests that need it skip, saying so, where it is absent.
+SHARED_DIR = Path(os.environ.get("RAGFT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+SQUAD_FILE = SHARED_DIR / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+
+
+@pytest.fixture(scope="session")
+def squad_file() -> Path:
+    if not SQUAD_FILE.is_file():
+        pytest.skip(f"the shared SQuAD subset is not at {SQUAD_FILE} (set RAGFT_SHARED_DIR to the folder holding "
+                    "datasets/squad-v1.1-dev)")
+    return SQUAD_FILE
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")

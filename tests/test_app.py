@@ -125,8 +125,8 @@ def test_corpus_page_uploads_checked_documents(settings: Settings) -> None:
     assert sorted(corpora.load("handbook", settings).doc_paths) == ["opening-hours"]
 
 
-def test_corpus_page_imports_squad_and_browses_it(settings: Settings) -> None:
-    squad = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+def test_corpus_page_imports_squad_and_browses_it(settings: Settings, squad_file: Path) -> None:
+    squad = squad_file
     at = _page("corpus").run()
     at.file_uploader(key="corpus_squad_file").set_value((squad.name, squad.read_bytes(), "application/json"))
     at.text_input(key="corpus_squad_name").set_value("sq")

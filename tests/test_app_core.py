@@ -17,8 +17,6 @@ from pipelines.config import Settings
 from pipelines.errors import CorpusError
 from tests.helpers import encrypted_pdf, make_corpus, text_pdf
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
-
 
 def test_uploads_are_checked_one_by_one(settings: Settings) -> None:
     settings.max_file_mb = 0.001  # 1,000 bytes
@@ -44,8 +42,8 @@ def test_uploads_are_checked_one_by_one(settings: Settings) -> None:
     assert added == [] and "empty file" in problems[0] and "nothing-good" not in corpora.list_corpora(settings)
 
 
-def test_squad_upload_imports_like_the_cli(settings: Settings) -> None:
-    path = corpora.import_squad_upload("squad-dev-4-articles.json", SQUAD.read_bytes(), settings, "sq", ["Chloroplast"])
+def test_squad_upload_imports_like_the_cli(settings: Settings, squad_file: Path) -> None:
+    path = corpora.import_squad_upload("squad-dev-4-articles.json", squad_file.read_bytes(), settings, "sq", ["Chloroplast"])
     c = corpora.load(str(path), settings)
     assert len(c.doc_paths) == 63 and "squad-dev-4-articles.json" in c.source
     with pytest.raises(CorpusError, match="not a .json file"):
@@ -54,7 +52,7 @@ def test_squad_upload_imports_like_the_cli(settings: Settings) -> None:
         corpora.import_squad_upload("bad.json", b"{\"version\": 1}", settings, "x")
     settings.max_file_mb = 0.001
     with pytest.raises(CorpusError, match="above the limit"):
-        corpora.import_squad_upload("squad.json", SQUAD.read_bytes(), settings, "y")
+        corpora.import_squad_upload("squad.json", squad_file.read_bytes(), settings, "y")
 
 
 def test_typed_question_finds_its_reference(settings: Settings) -> None:

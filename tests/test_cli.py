@@ -60,8 +60,8 @@ def test_index_and_rag_need_a_known_corpus() -> None:
     assert code == 1 and "no-such-corpus" in out
 
 
-def test_corpus_import_and_show(tmp_path: Path) -> None:
-    squad = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
+def test_corpus_import_and_show(tmp_path: Path, squad_file: Path) -> None:
+    squad = squad_file
     code, out = _run("corpus", "import-squad", str(squad), "--name", "sq", "--articles", "Chloroplast")
     assert code == 0 and "63 docs" in out
     code, out = _run("corpus", "show", "sq")

@@ -10,8 +10,6 @@ from pipelines.config import Settings
 from pipelines.errors import CorpusError
 from tests.helpers import encrypted_pdf, make_corpus, text_pdf
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
-
 
 def test_loads_a_valid_corpus(tmp_path: Path, settings: Settings) -> None:
     c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
@@ -119,11 +117,11 @@ def test_upload_names_are_cleaned() -> None:
     assert corpora.safe_upload_name("My Report (final).PDF") == "my-report-final.pdf"
 
 
-def test_squad_import_round_trip(settings: Settings) -> None:
-    data = json.loads(SQUAD.read_text())["data"]
+def test_squad_import_round_trip(settings: Settings, squad_file: Path) -> None:
+    data = json.loads(squad_file.read_text())["data"]
     n_paragraphs = sum(len(a["paragraphs"]) for a in data)
     questions = {qa["id"] for a in data for p in a["paragraphs"] for qa in p["qas"]}
-    path = corpora.import_squad(SQUAD, settings, "squad")
+    path = corpora.import_squad(squad_file, settings, "squad")
     c = corpora.load(str(path), settings)
     assert (n_paragraphs, len(questions)) == (130, 593)
     assert len(c.doc_paths) == n_paragraphs
@@ -132,16 +130,16 @@ def test_squad_import_round_trip(settings: Settings) -> None:
     assert not {q.id for q in c.eval} & {q.id for q in c.train}
     assert c.problems == [] and c.license == "CC BY-SA 4.0"
     first = (path / "qa" / "eval.jsonl").read_bytes()
-    corpora.import_squad(SQUAD, settings, "squad", replace=True)
+    corpora.import_squad(squad_file, settings, "squad", replace=True)
     assert (path / "qa" / "eval.jsonl").read_bytes() == first  # deterministic split
 
 
-def test_squad_import_refuses_overwrite_and_unknown_articles(settings: Settings, tmp_path: Path) -> None:
-    corpora.import_squad(SQUAD, settings, "squad", articles=["Chloroplast"])
+def test_squad_import_refuses_overwrite_and_unknown_articles(settings: Settings, tmp_path: Path, squad_file: Path) -> None:
+    corpora.import_squad(squad_file, settings, "squad", articles=["Chloroplast"])
     with pytest.raises(CorpusError, match="already exists"):
-        corpora.import_squad(SQUAD, settings, "squad")
+        corpora.import_squad(squad_file, settings, "squad")
     with pytest.raises(CorpusError, match="Atlantis") as exc:
-        corpora.import_squad(SQUAD, settings, "other", articles=["Atlantis"])
+        corpora.import_squad(squad_file, settings, "other", articles=["Atlantis"])
     assert "Chloroplast" in (exc.value.fix or "")
     bad = tmp_path / "bad.json"
     bad.write_text('{"nope": 1}')

@@ -207,14 +207,13 @@ def test_few_steps_on_the_demo_corpus(tmp_path: Path, live_settings: Settings, o
     assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "leakage.json").is_file()
 
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
 
 
 @pytest.mark.slow
-def test_squad_import_fine_tunes_without_allow_leakage(tmp_path: Path, live_settings: Settings) -> None:
+def test_squad_import_fine_tunes_without_allow_leakage(tmp_path: Path, live_settings: Settings, squad_file: Path) -> None:
     """The importer's own split (other questions on the same paragraphs) is honest data: training starts."""
     s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
-    c = corpora.load(str(corpora.import_squad(SQUAD, s, "squad-check")), s)
+    c = corpora.load(str(corpora.import_squad(squad_file, s, "squad-check")), s)
     stages: list[str] = []
     record = ft.finetune(c, s, None, ["qa"], LoraParams(epochs=1, batch_size=4, checkpoint_every=100),  # type: ignore[arg-type]
                          allow_leakage=False, stop_after_steps=1, stage=stages.append)
