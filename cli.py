@@ -12,6 +12,7 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from pipelines import doctor, models, serving
+from pipelines.arms import ARM_NAMES, BASE
 from pipelines.config import Settings, load_settings
 from pipelines.errors import CorpusError, RagftError
 
@@ -150,7 +151,7 @@ def models_cmd(data_dir: DataDirOpt = None) -> None:
 @app.command("ask")
 def ask_cmd(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    arm: Annotated[str, typer.Option("--arm", "-a", help="base | rag | ft | ft_rag")] = "base",
+    arm: Annotated[str, typer.Option("--arm", "-a", help=" | ".join(ARM_NAMES))] = BASE,
     corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus for the rag arms.")] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,

@@ -19,15 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.squad import indexed_squad  # noqa: E402
 from eval.metrics import contains_reference  # noqa: E402
 from eval.runner import select_questions  # noqa: E402
-from pipelines import models, rag, serving  # noqa: E402
+from pipelines import models, prompts, rag, serving  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 
 SHORT = ("Answer the question using the context passages. Reply with the shortest phrase from the passages "
          "that answers it, without explanation. If the passages do not contain the answer, say \"I don't know.\"")
 # name: (system prompt, best passage last?, passages)
 VARIANTS = {
-    "ragft (best last, k=3)": (rag.RAG_SYSTEM, True, 3),
-    "best first, k=3": (rag.RAG_SYSTEM, False, 3),
+    "ragft (best last, k=3)": (prompts.RAG_SYSTEM, True, 3),
+    "best first, k=3": (prompts.RAG_SYSTEM, False, 3),
     "short-phrase system, best first, k=3": (SHORT, False, 3),
     "short-phrase system, best first, k=2": (SHORT, False, 2),
 }
@@ -35,7 +35,7 @@ VARIANTS = {
 
 def prompt(question: str, hits: list[rag.Hit], best_last: bool) -> str:
     if best_last:
-        return rag.build_prompt(question, hits)
+        return prompts.build_prompt(question, hits)
     blocks = [f"[{i}] (source: {h.doc_id})\n{h.text}" for i, h in enumerate(hits, 1)]
     return "Context:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer:"
 

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines import models, serving  # noqa: E402
-from pipelines.arms import CLOSED_BOOK_SYSTEM  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
+from pipelines.prompts import CLOSED_BOOK_SYSTEM  # noqa: E402
 
 PROMPTS = [
     "Explain how photosynthesis works, step by step.",

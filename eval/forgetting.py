@@ -23,6 +23,8 @@ from typing import Any
 
 from eval.metrics import contains_reference
 from eval.stats import paired_compare
+from pipelines import prompts, rag
+from pipelines.prompts import CLOSED_BOOK_SYSTEM
 
 PROBE_FILE = Path(__file__).with_name("data") / "probes.json"
 KINDS = {"general": "general knowledge", "reading": "reading ability"}
@@ -39,13 +41,10 @@ class ProbeItem:
 
     def prompt(self) -> tuple[str, str]:
         """(user prompt, system prompt) exactly as the base arm or the rag arm would send them."""
-        from pipelines import rag
-        from pipelines.arms import CLOSED_BOOK_SYSTEM
-
         if self.passage is None:
             return self.question, CLOSED_BOOK_SYSTEM
-        return rag.build_prompt(self.question, [rag.Hit(f"probe-{self.id}#0", f"probe-{self.id}", self.passage, 1.0)]), \
-            rag.RAG_SYSTEM
+        return prompts.build_prompt(self.question, [rag.Hit(f"probe-{self.id}#0", f"probe-{self.id}", self.passage, 1.0)]), \
+            prompts.RAG_SYSTEM
 
 
 @cache
@@ -54,6 +53,9 @@ def load_probe(path: Path = PROBE_FILE) -> tuple[ProbeItem, ...]:
     return tuple(ProbeItem(kind, d["id"], d["question"], tuple(d["answers"]), d.get("passage"))
                  for kind in KINDS for d in data[kind])
 
+
+# The probe compares two models, not arms: the role column of a stored probe answer says which.
+BASE_ROLE, TUNED_ROLE = "base", "ft"
 
 def probe_items(per_kind: int | None = None) -> list[ProbeItem]:
     """The first `per_kind` items of each kind (all when None)."""
@@ -64,7 +66,7 @@ def probe_items(per_kind: int | None = None) -> list[ProbeItem]:
 def run_probe(generate: Callable[[str, str, str], str], roles: dict[str, str], done: set[tuple[str, str]],
               save: Callable[[dict[str, Any]], None], progress: Callable[[int, int], None] | None = None,
               per_kind: int | None = None) -> None:
-    """Ask every probe item of every role ({"base": model, "ft": model}) not in `done` ((role, id) pairs).
+    """Ask every probe item of every role ({BASE_ROLE: model, TUNED_ROLE: model}) not in `done` ((role, id) pairs).
 
     `generate(model, prompt, system) -> text`; each answer is saved as it arrives, so a killed
     evaluation resumes the probe where it stopped.
@@ -85,14 +87,14 @@ def summarise_probe(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]
     by = {(r["role"], r["pid"]): r["value"] for r in rows}
     out: dict[str, Any] = {}
     for kind, what in KINDS.items():
-        ids = [it.id for it in load_probe() if it.kind == kind and ("base", it.id) in by and ("ft", it.id) in by]
+        ids = [it.id for it in load_probe() if it.kind == kind and (BASE_ROLE, it.id) in by and (TUNED_ROLE, it.id) in by]
         if not ids:
             continue
-        base, ft = [by[("base", i)] for i in ids], [by[("ft", i)] for i in ids]
-        p = paired_compare("base", base, "ft", ft, [b > 0 for b in base], [f > 0 for f in ft], seed=seed)
+        base, ft = [by[(BASE_ROLE, i)] for i in ids], [by[(TUNED_ROLE, i)] for i in ids]
+        p = paired_compare(BASE_ROLE, base, TUNED_ROLE, ft, [b > 0 for b in base], [f > 0 for f in ft], seed=seed)
         verdict = "kept" if p.diff.mean >= -KEPT_WITHIN else "lost"
         points = f"{100 * p.diff.mean:+.0f} points [{100 * p.diff.lo:+.0f}, {100 * p.diff.hi:+.0f}]"
-        out[kind] = {"n": len(ids), "base": sum(base) / len(ids), "ft": sum(ft) / len(ids), "diff": p.diff.mean,
+        out[kind] = {"n": len(ids), BASE_ROLE: sum(base) / len(ids), TUNED_ROLE: sum(ft) / len(ids), "diff": p.diff.mean,
                      "lo": p.diff.lo, "hi": p.diff.hi, "p_mcnemar": p.p_mcnemar, "verdict": verdict,
                      "statement": f"the fine-tune {verdict} its {what}: {sum(ft):.0f}/{len(ids)} probe questions "
                                   f"right vs base {sum(base):.0f}/{len(ids)}, {points} (95% CI, paired)"}

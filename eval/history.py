@@ -12,7 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from eval.store import Store
+from pipelines import finetune, rag
+from pipelines.arms import ARMS
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 
@@ -44,6 +48,11 @@ def lock_path(settings: Settings, run_id: str) -> Path:
     return settings.data_dir.expanduser() / "locks" / f"{run_id}.lock"  # where eval.runner locks a run it answers
 
 
+def holder_path(lock: Path) -> Path:
+    """Who holds a run's lock ("ragft pid N"), written by the runner once it has it."""
+    return lock.with_suffix(".holder")
+
+
 def run_active(settings: Settings, run_id: str) -> bool:
     """Whether a process holds the run's lock now, looked up without taking it.
 
@@ -53,9 +62,12 @@ def run_active(settings: Settings, run_id: str) -> bool:
     path = lock_path(settings, run_id)
     try:
         st = path.stat()
-        holder = path.read_text(encoding="ascii", errors="replace").strip()
     except OSError:
         return False
+    try:
+        holder = holder_path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        holder = ""
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         table = Path("/proc/locks").read_text(encoding="ascii")
@@ -63,17 +75,13 @@ def run_active(settings: Settings, run_id: str) -> bool:
         table = None
     if table is not None:
         return any("FLOCK" in line and key in line.split() for line in table.splitlines())
-    import psutil
-
     pid = holder.rsplit(" ", 1)[-1]
     return pid.isdigit() and psutil.pid_exists(int(pid))
 
 
 def one_off_seconds(corpus: Corpus, settings: Settings) -> dict[str, float]:
     """Compute each arm costs before its first answer: the index build (rag arms), the fine-tune (ft arms)."""
-    from pipelines import finetune, rag
-
     index_s = rag.index_build_seconds(corpus, settings)
     run = finetune.latest_run(corpus.name, settings)
     ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
-    return {"base": 0.0, "rag": index_s, "ft": ft_s, "ft_rag": ft_s + index_s}
+    return {name: arm.one_off_s(index_s, ft_s) for name, arm in ARMS.items()}

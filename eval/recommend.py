@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from eval.costs import ArmCost
 from eval.stats import Estimate, Paired, paired_compare
+from pipelines.arms import ARMS, BASE
 
 
 @dataclass
@@ -47,7 +48,7 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
     `per_question`: each arm's scores on the same questions in the same order (for the paired
     comparison with the best arm); without it only the best arm qualifies.
     """
-    if "base" not in quality:
+    if BASE not in quality:
         return Recommendation("undecided", None, [
             "this run has no base arm: ragft recommends an arm only when it beats the closed-book base model on the "
             f"same questions; {', '.join(sorted(quality))} are compared with each other in *Paired comparisons*"],
@@ -55,7 +56,7 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
     better = {a: p for a, p in paired_vs_base.items() if p.significant and p.diff.mean > 0}
     if not better:
         shown = ", ".join(f"{a} {_pct(p.diff.mean)} [{_pct(p.diff.lo)}, {_pct(p.diff.hi)}]" for a, p in paired_vs_base.items())
-        return Recommendation("neither", "base", [
+        return Recommendation(ARMS[BASE].verdict, BASE, [
             f"no arm beats the closed-book base model significantly on {metric} (difference vs base with 95% CI: {shown})"],
             ["more eval questions (narrower CIs)", "a larger base model", "better retrieval or more training paraphrases"])
     same = [f"{a}: no significant difference from base on {metric} ({_pct(p.diff.mean)} "
@@ -85,11 +86,11 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
 
     def score(a: str) -> tuple[float, ...]:
         penalty = 0.0
-        if needs.docs_change_often and a in ("ft", "ft_rag"):
+        if needs.docs_change_often and ARMS[a].uses_finetune:
             penalty += 1  # every document change means retraining
-        if needs.need_citations and a == "ft":
+        if needs.need_citations and not ARMS[a].uses_retrieval:
             penalty += 1  # no passages to cite
-        if needs.offline_edge and a in ("rag", "ft_rag"):
+        if needs.offline_edge and ARMS[a].uses_retrieval:
             penalty += 0.5  # an index and an embedding model to ship
         if needs.latency_budget_ms and costs[a].latency_p95_ms > needs.latency_budget_ms:
             penalty += 2
@@ -100,21 +101,27 @@ def recommend(quality: dict[str, Estimate], paired_vs_base: dict[str, Paired], c
         others = [a for a in tied if a != pick]
         reasons.append(f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} within the accepted loss of "
                        f"{pick}; {pick} wins on the stated needs and cost ({costs[pick].per_1k_answers:.3f} per 1k answers)")
-    if needs.docs_change_often and pick in ("rag",):
+    arm = ARMS[pick]
+    if needs.docs_change_often and arm.uses_retrieval and not arm.uses_finetune:
         reasons.append("documents change often: an index update takes seconds, a fine-tune minutes")
-    if needs.need_citations and pick in ("rag", "ft_rag"):
+    if needs.need_citations and arm.uses_retrieval:
         reasons.append("citations needed: the rag arms return their source passages")
     if needs.latency_budget_ms:
         reasons.append(f"p95 latency {costs[pick].latency_p95_ms:.0f} ms vs budget {needs.latency_budget_ms:.0f} ms")
-    if pick in ("rag", "ft_rag") and "ft" in better:
-        flips.append("if documents rarely change and citations are not needed, ft answers without retrieval")
-    if pick == "ft":
-        flips.append("if documents change often or answers must cite sources, rag")
-    if pick == "base":
+    closed_ft = [a for a in better if ARMS[a].uses_finetune and not ARMS[a].uses_retrieval]
+    if arm.uses_retrieval and closed_ft:
+        flips.append(f"if documents rarely change and citations are not needed, {closed_ft[0]} answers without retrieval")
+    if arm.uses_finetune and not arm.uses_retrieval:
+        flips.append(f"if documents change often or answers must cite sources, {_plain_rag()}")
+    if pick == BASE:
         flips.append("a significant gain of another arm")
     for a, worst in unproven.items():
         if costs[a].per_1k_answers < costs[pick].per_1k_answers:
             flips.append(f"accepting a loss of {_pts(worst)} (the worst case of {a}, which is cheaper), or more "
                          f"questions to narrow its CI")
-    choice = {"rag": "rag", "ft": "fine-tune", "ft_rag": "both", "base": "neither"}[pick]
-    return Recommendation(choice, pick, reasons, flips)
+    return Recommendation(arm.verdict, pick, reasons, flips)
+
+
+def _plain_rag() -> str:
+    """The arm that retrieves without a fine-tune."""
+    return next(a.name for a in ARMS.values() if a.uses_retrieval and not a.uses_finetune)

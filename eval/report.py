@@ -20,9 +20,9 @@ from eval.seeds import seed_spread, spread_lines
 from eval.stats import agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
+from pipelines.arms import ARM_NAMES, ARMS, BASE, finetuned_arms, ordered, retrieval_arms
 from pipelines.leakage import NOT_TAUGHT, TAUGHT
 
-ARM_ORDER = ("base", "rag", "ft", "ft_rag")
 KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
                "bleu_score", "non_llm_string_similarity", "retrieval_hit", *JUDGE_METRICS)
 
@@ -30,7 +30,7 @@ KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "ro
 def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Needs | None = None,
               one_off_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     run = store.run(run_id)
-    arms = [a for a in ARM_ORDER if a in run["arms"]]
+    arms = ordered(run["arms"])
     answers = store.answers(run_id)
     scores = store.scores(run_id)
     by = {(s["arm"], s["qid"], s["metric"]): s for s in scores}
@@ -60,7 +60,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                 continue
             p = paired_compare(a, vals[a], b, vals[b], [v > 0 for v in vals[a]] if m == PRIMARY else None,
                                [v > 0 for v in vals[b]] if m == PRIMARY else None)
-            if m == PRIMARY and a == "base":
+            if m == PRIMARY and a == BASE:
                 paired_objs[b] = p
             paired.append({"a": a, "b": b, "metric": m, "diff": p.diff.mean, "lo": p.diff.lo, "hi": p.diff.hi,
                            "p_bootstrap": p.p_bootstrap, "p_mcnemar": p.p_mcnemar, "wins": p.wins, "losses": p.losses,
@@ -76,18 +76,17 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         n = costs_mod.break_even(arm_costs[a], arm_costs[b])
         breaks.append({"a": a, "b": b, "answers": n})
     attribution = {}
-    for arm in ("rag", "ft_rag"):
-        if arm in arms:
-            c = {"correct": 0, "retrieval_miss": 0, "generation_error": 0}
-            for q in qids:
-                ok, hit = by.get((arm, q, PRIMARY)), by.get((arm, q, "retrieval_hit"))
-                if ok and ok["value"]:
-                    c["correct"] += 1
-                elif hit and not hit["value"]:
-                    c["retrieval_miss"] += 1
-                else:
-                    c["generation_error"] += 1
-            attribution[arm] = c
+    for arm in retrieval_arms(arms):
+        c = {"correct": 0, "retrieval_miss": 0, "generation_error": 0}
+        for q in qids:
+            ok, hit = by.get((arm, q, PRIMARY)), by.get((arm, q, "retrieval_hit"))
+            if ok and ok["value"]:
+                c["correct"] += 1
+            elif hit and not hit["value"]:
+                c["retrieval_miss"] += 1
+            else:
+                c["generation_error"] += 1
+        attribution[arm] = c
     quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
     rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
     info = run["info"] or {}
@@ -95,7 +94,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     fact_split = _fact_split(ft_info.get("facts"), arms, qids, by, run["config"].get("seed", 0))
     if fact_split:
         rec.reasons.append(setting_line(fact_split))
-    forgetting = summarise_probe(store.probes(run_id)) if any(a in ("ft", "ft_rag") for a in arms) else None
+    forgetting = summarise_probe(store.probes(run_id)) if finetuned_arms(arms) else None
     spread = seed_spread(store, run_id, paired)
     rec.reasons += [line for line in spread_lines(spread) if "could reverse" in line]
     leak = ft_info.get("leakage")
@@ -142,12 +141,14 @@ def setting_line(split: dict[str, Any]) -> str:
     """Which setting the verdict describes: facts the training data states, or facts it does not."""
     n_t, n_n = split["n"][TAUGHT], split["n"][NOT_TAUGHT]
     share = n_t / max(1, n_t + n_n)
-    ft = split["arms"].get("ft", {})
+    # The closed-book fine-tune shows what training taught: it has nothing else to answer from.
+    name = next((a for a in finetuned_arms(split["arms"]) if not ARMS[a].uses_retrieval), None)
+    ft = split["arms"][name] if name else {}
 
     def on(c: str) -> str:
         return f"{100 * ft[c]['mean']:.0f}%" if c in ft else "n/a"
 
-    scores = f" (ft scores {on(TAUGHT)} on taught facts, {on(NOT_TAUGHT)} on the rest)" if ft else ""
+    scores = f" ({name} scores {on(TAUGHT)} on taught facts, {on(NOT_TAUGHT)} on the rest)" if ft else ""
     if share >= 0.5:
         return (f"{n_t} of {n_t + n_n} eval facts ({100 * share:.0f}%) are stated in the fine-tune's training data: this "
                 f"verdict describes the setting where your training data states the facts you will be asked about{scores}")
@@ -316,12 +317,12 @@ def chart_specs(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[
     rows = [{"metric": m, "arm": a, "mean": v["mean"], "lo": v["lo"], "hi": v["hi"]}
             for m, per in summary["metrics"].items() for a, v in per.items() if v["mean"] is not None]
     df = pd.DataFrame(rows)
-    base = alt.Chart(df).encode(x=alt.X("arm:N", sort=list(ARM_ORDER), title=None), color=alt.Color("arm:N", legend=None))
+    base = alt.Chart(df).encode(x=alt.X("arm:N", sort=list(ARM_NAMES), title=None), color=alt.Color("arm:N", legend=None))
     quality = alt.layer(base.mark_bar(), base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")).encode(
         y=alt.Y("mean:Q", title="mean (95% CI)")).properties(width=110, height=150).facet(
         facet=alt.Facet("metric:N", sort=list(KEY_METRICS)), columns=5)
     lat = pd.DataFrame([{"arm": a["arm"], "latency_ms": a["total_ms"]} for a in answers])
-    latency = alt.Chart(lat).mark_boxplot().encode(x=alt.X("arm:N", sort=list(ARM_ORDER)), y=alt.Y("latency_ms:Q",
+    latency = alt.Chart(lat).mark_boxplot().encode(x=alt.X("arm:N", sort=list(ARM_NAMES)), y=alt.Y("latency_ms:Q",
                                                    title="answer latency (ms)"), color=alt.Color("arm:N", legend=None)
                                                    ).properties(width=400, height=220)
     horizon = max([b["answers"] for b in summary["break_even"] if b["answers"]] + [10_000]) * 2

@@ -9,19 +9,21 @@ import hashlib
 import json
 import os
 import random
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eval import history, scoring
+import tenacity
+from filelock import FileLock, Timeout
+
+from eval import forgetting, history, scoring
 from eval import judge as judge_mod
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import models, rag, serving
-from pipelines.arms import Answer, check_arm_name, get_arm
+from pipelines import finetune, models, rag, serving
+from pipelines.arms import Answer, check_arm_name, finetuned_arms, get_arm, retrieval_arms
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
 from pipelines.errors import CorpusError, OllamaUnavailable, RagftError
@@ -50,7 +52,7 @@ def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: d
                judge_endpoint: str | None = None) -> str:
     """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
     questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
-    index = rag.index_identity(corpus, settings) if {"rag", "ft_rag"} & set(cfg.arms) else None
+    index = rag.index_identity(corpus, settings) if retrieval_arms(cfg.arms) else None
     key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
                       **({"index": index} if index else {}),
                       **({"judge_endpoint": judge_endpoint} if judge_endpoint else {}),
@@ -80,12 +82,12 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         raise CorpusError(f"{len(missing)} of {len(corpus.eval)} eval questions of corpus '{corpus.name}' cite documents "
                           f"it does not have ({', '.join(docs[:3])}{' …' if len(docs) > 3 else ''})",
                           f"add those documents to {corpus.root / 'docs'}, or remove the questions from qa/eval.jsonl")
-    if {"rag", "ft_rag"} & set(cfg.arms):
+    if retrieval_arms(cfg.arms):
         rag.require_index(corpus, settings)
     server = serving.ensure_server(settings, log)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
-    ft_models = {n: a.model for n, a in arms.items() if n in ("ft", "ft_rag")}
+    ft_models = {n: arms[n].model for n in finetuned_arms(arms)}
     judge_spec = None
     if cfg.judge:
         generators = {models.served_name(models.get_spec(settings.model, settings), settings), *ft_models.values()}
@@ -110,7 +112,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
                                                                    "n_questions": len(questions),
                                                                    "probe_items": settings.probe_items,
                                                                    "index": (rag.index_identity(corpus, settings)
-                                                                             if {"rag", "ft_rag"} & set(cfg.arms)
+                                                                             if retrieval_arms(cfg.arms)
                                                                              else None),
                                                                    "judge": judge_spec.describe() if judge_spec else None})
         total = len(questions) * len(cfg.arms)
@@ -162,12 +164,11 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
 def _probe(run_id: str, server: serving.Server, settings: Settings, store: Store, ft_model: str,
            progress: Progress | None) -> None:
     """The forgetting probe: base and the fine-tuned model answer the same fixed questions (eval/forgetting.py)."""
-    from eval import forgetting
-
     base = models.served_name(models.get_spec(settings.model, settings), settings)
     done = {(r["role"], r["pid"]) for r in store.probes(run_id)}
+    roles = {forgetting.BASE_ROLE: base, forgetting.TUNED_ROLE: ft_model}
     forgetting.run_probe(lambda model, prompt, system: serving.generate(server, settings, model, prompt, system).text.strip(),
-                         {"base": base, "ft": ft_model}, done, lambda row: store.save_probe(run_id, row),
+                         roles, done, lambda row: store.save_probe(run_id, row),
                          (lambda i, n: progress(i, n, "forgetting probe (base and ft)")) if progress else None,
                          settings.probe_items)
 
@@ -182,30 +183,26 @@ def run_status(settings: Settings, run: dict[str, Any]) -> str:
 class _RunLock:
     """One process answers a run at a time; a second one (another terminal, the app) is told so.
 
-    An OS file lock, so a killed process never leaves a stale lock behind.
+    An OS file lock (filelock's flock), so a killed process never leaves a stale lock behind; who
+    holds it is written beside it (history.holder_path) for the message a second process gets.
     """
 
     def __init__(self, path: Path) -> None:
-        import fcntl
-
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a+", encoding="ascii")  # noqa: SIM115 (held for the run's lifetime)
+        self._lock = FileLock(path, blocking=False)
         try:
-            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._f.seek(0)
-            holder = self._f.read().strip() or "another process"
-            self._f.close()
-            raise RagftError(f"run {path.stem} is being answered right now by {holder}",
+            self._lock.acquire()
+        except Timeout:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = history.holder_path(path).read_text(encoding="ascii", errors="replace").strip()
+            raise RagftError(f"run {path.stem} is being answered right now by {holder or 'another process'}",
                              "wait for it to finish (`ragft runs` shows its progress), or evaluate different "
                              "questions or arms") from None
-        self._f.seek(0)
-        self._f.truncate()
-        self._f.write(f"ragft pid {os.getpid()}")
-        self._f.flush()
+        history.holder_path(path).write_text(f"ragft pid {os.getpid()}", encoding="ascii")
 
     def release(self) -> None:
-        self._f.close()
+        self._lock.release()
 
 
 def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Settings, store: Store, run_id: str,
@@ -216,25 +213,31 @@ def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Set
     dies again or takes a while to come back. Bounded: after `answer_retries` the run stops
     (and resumes later from what is stored).
     """
-    for attempt in range(1, settings.answer_retries + 1):
-        try:
+    failures: list[str] = []
+
+    def note_retry(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        failures.append(str(getattr(exc, "message", exc)))
+        note = (f"{name}/{qa.id}: {failures[-1]}; retry {state.attempt_number} of "
+                f"{settings.answer_retries - 1} in {wait:.0f} s")
+        store.add_event(run_id, "retry", note)
+        log(f"warning: {note}")
+
+    for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(settings.answer_retries),
+                                     wait=tenacity.wait_exponential(multiplier=settings.retry_backoff_s),
+                                     retry=tenacity.retry_if_exception_type(OllamaUnavailable),
+                                     before_sleep=note_retry, reraise=True):
+        with attempt:
+            if attempt.retry_state.attempt_number > 1 and server.owned:  # after the pause: bring the server back
+                with contextlib.suppress(OllamaUnavailable):
+                    serving.restart(server, settings, failures[-1])
             a: Answer = arm.answer(qa.question)
             if a.generation and a.generation.done_reason == serving.REPEAT_ABORT:
                 store.add_event(run_id, "repeat_limit", f"{name}/{qa.id}: Ollama cut the answer after one token repeated "
                                                         "31 times; it is scored as given (no token counts from Ollama)")
             return a
-        except OllamaUnavailable as exc:
-            if attempt == settings.answer_retries:
-                raise
-            wait = settings.retry_backoff_s * 2 ** (attempt - 1)
-            note = f"{name}/{qa.id}: {exc.message}; retry {attempt} of {settings.answer_retries - 1} in {wait:.0f} s"
-            store.add_event(run_id, "retry", note)
-            log(f"warning: {note}")
-            time.sleep(wait)
-            if server.owned:
-                with contextlib.suppress(OllamaUnavailable):
-                    serving.restart(server, settings, exc.message)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: tenacity returns or re-raises")
 
 
 def _record_restarts(server: serving.Server, store: Store, run_id: str, log: Callable[[str], None]) -> None:
@@ -247,8 +250,6 @@ def _record_restarts(server: serving.Server, store: Store, run_id: str, log: Cal
 def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> dict[str, Any]:
     if not ft_models:
         return {}
-    from pipelines import finetune
-
     run = finetune.latest_run(corpus.name, settings)
     if not run:
         return {"finetune": None}

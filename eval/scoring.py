@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eval.metrics import contains_reference, exact_match, token_f1
+from pipelines.arms import kind
 
 ScoreRow = tuple[str, str, str, float | None, str | None]  # arm, qid, metric, value, error
 
@@ -37,7 +38,7 @@ def score_answer(arm: str, qid: str, text: str, references: Sequence[str], sourc
         (arm, qid, "token_f1", token_f1(text, references), None),
         (arm, qid, "contains", contains_reference(text, references), None),
     ]
-    if arm in ("rag", "ft_rag"):
+    if kind(arm).uses_retrieval:
         docs = {p.get("source") for p in passages}
         rows.append((arm, qid, "retrieval_hit", float(any(s in docs for s in source_ids)), None))
     reference = references[0] if references else ""

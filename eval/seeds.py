@@ -15,8 +15,7 @@ from typing import Any
 
 from eval.scoring import PRIMARY
 from eval.store import Store
-
-COUNTERPART = {"ft": "base", "ft_rag": "rag"}  # the arm a fine-tuned arm differs from by the fine-tune alone
+from pipelines.arms import ARMS, finetuned_arms
 
 
 def _same_setting(run: dict[str, Any], other: dict[str, Any]) -> bool:
@@ -41,7 +40,7 @@ def seed_spread(store: Store, run_id: str, paired: list[dict[str, Any]]) -> dict
     """Each fine-tuned arm over the training seeds the store has evaluated on these questions, or
     None when it holds only this run's seed. `paired`: this run's paired comparisons (summary)."""
     run = store.run(run_id)
-    ft_arms = [a for a in COUNTERPART if a in run["arms"]]
+    ft_arms = finetuned_arms(run["arms"])
     ft = (run["info"] or {}).get("finetune") or {}
     if not ft_arms or not ft.get("params"):
         return None
@@ -59,11 +58,11 @@ def seed_spread(store: Store, run_id: str, paired: list[dict[str, Any]]) -> dict
     for arm in ft_arms:
         scores = {seed: _mean(store, rid, arm) for seed, rid in sorted(by_seed.items())}
         known = [v for v in scores.values() if v is not None]
-        diff = next((p["diff"] for p in paired if p["metric"] == PRIMARY and p["a"] == COUNTERPART[arm]
+        diff = next((p["diff"] for p in paired if p["metric"] == PRIMARY and p["a"] == ARMS[arm].counterpart
                      and p["b"] == arm), None)
         spread = max(known) - min(known)
         arms[arm] = {"by_seed": scores, "mean": sum(known) / len(known), "min": min(known), "max": max(known),
-                     "spread": spread, "vs": COUNTERPART[arm], "diff": diff,
+                     "spread": spread, "vs": ARMS[arm].counterpart, "diff": diff,
                      "hinges": diff is not None and spread > abs(diff)}
     return {"seeds": sorted(by_seed), "runs": [by_seed[s] for s in sorted(by_seed)], "arms": arms}
 

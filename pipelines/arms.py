@@ -1,4 +1,5 @@
-"""The four arms behind one interface: `get_arm(name, ...).answer(question) -> Answer`.
+"""The four arms: what each one is (`ARMS`, the one registry every other module asks) and how it
+answers (`get_arm(name, ...).answer(question) -> Answer`).
 
 Arms differ in exactly two ways (fairness): retrieved context in the prompt (rag, ft_rag)
 and the LoRA delta in the weights (ft, ft_rag). Everything else is shared.
@@ -6,19 +7,87 @@ and the LoRA delta in the weights (ft, ft_rag). Everything else is shared.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipelines import models, serving
+from pipelines import finetune, models, prompts, rag, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import InputError, UnknownNameError
+from pipelines.prompts import CLOSED_BOOK_SYSTEM
 
-ARM_NAMES = ("base", "rag", "ft", "ft_rag")
 
-# Closed-book system prompt; the rag arms get their own (see rag.py) that adds the context.
-CLOSED_BOOK_SYSTEM = "You are a helpful assistant. Answer the question briefly and factually."
+@dataclass(frozen=True)
+class Missing:
+    """What an arm lacks before it can answer; `step` is the ragft step that provides it
+    ("finetune" or "index"), so each front door can phrase the fix in its own words."""
+
+    arm: str
+    what: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    arm: str
+
+
+@dataclass(frozen=True)
+class ArmKind:
+    """One arm's identity: what it adds to the closed-book base model, and what the recommendation
+    calls the choice of it."""
+
+    name: str
+    uses_retrieval: bool
+    uses_finetune: bool
+    verdict: str  # rag | fine-tune | both | neither
+
+    @property
+    def counterpart(self) -> str | None:
+        """The arm that differs from this one by the fine-tune alone (ft → base, ft_rag → rag)."""
+        if not self.uses_finetune:
+            return None
+        return next(a.name for a in ARMS.values() if not a.uses_finetune and a.uses_retrieval == self.uses_retrieval)
+
+    def one_off_s(self, index_s: float, finetune_s: float) -> float:
+        """What the arm costs before its first answer: the index build and/or the fine-tune."""
+        return (index_s if self.uses_retrieval else 0.0) + (finetune_s if self.uses_finetune else 0.0)
+
+    def ready(self, settings: Settings, corpus: Corpus) -> Ready | Missing:
+        if self.uses_finetune and finetune.latest_run(corpus.name, settings) is None:
+            return Missing(self.name, f"a fine-tuned {settings.model} model of corpus '{corpus.name}'", "finetune")
+        if self.uses_retrieval and rag.index_record(corpus, settings) is None:
+            return Missing(self.name, f"the index of corpus '{corpus.name}'", "index")
+        return Ready(self.name)
+
+
+ARMS: dict[str, ArmKind] = {a.name: a for a in (
+    ArmKind("base", uses_retrieval=False, uses_finetune=False, verdict="neither"),
+    ArmKind("rag", uses_retrieval=True, uses_finetune=False, verdict="rag"),
+    ArmKind("ft", uses_retrieval=False, uses_finetune=True, verdict="fine-tune"),
+    ArmKind("ft_rag", uses_retrieval=True, uses_finetune=True, verdict="both"),
+)}
+ARM_NAMES = tuple(ARMS)  # the order every table shows them in
+BASE = next(a.name for a in ARMS.values() if not (a.uses_retrieval or a.uses_finetune))  # what every arm must beat
+
+
+def kind(name: str) -> ArmKind:
+    return ARMS[check_arm_name(name)]
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Known arm names among `names`, in the registry's order."""
+    chosen = set(names)
+    return [a for a in ARM_NAMES if a in chosen]
+
+
+def retrieval_arms(names: Iterable[str]) -> list[str]:
+    return [a for a in ordered(names) if ARMS[a].uses_retrieval]
+
+
+def finetuned_arms(names: Iterable[str]) -> list[str]:
+    return [a for a in ordered(names) if ARMS[a].uses_finetune]
 
 
 @dataclass
@@ -48,13 +117,13 @@ class Arm(Protocol):
 
 
 @dataclass
-class BaseArm:
-    """Closed book: the served base model, no context."""
+class ClosedBookArm:
+    """Closed book: a served model (the base model or the fine-tune), no context."""
 
     settings: Settings
     server: serving.Server
     model: str
-    name: str = "base"
+    name: str
 
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
         check_question(question, self.settings)
@@ -63,22 +132,20 @@ class BaseArm:
 
 
 @dataclass
-class RagArm:
-    """Base model + top-k retrieved passages in the prompt."""
+class RetrievalArm:
+    """A served model (base or fine-tune) + top-k retrieved passages in the prompt."""
 
     settings: Settings
     server: serving.Server
     model: str
     corpus: Corpus
-    name: str = "rag"
+    name: str
 
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
-        from pipelines import rag
-
         check_question(question, self.settings)
         hits, retrieval_ms = rag.retrieve(self.corpus, question, self.settings)
-        prompt = rag.build_prompt(question, hits)
-        gen = serving.generate(self.server, self.settings, self.model, prompt, rag.RAG_SYSTEM, on_token)
+        prompt = prompts.build_prompt(question, hits)
+        gen = serving.generate(self.server, self.settings, self.model, prompt, prompts.RAG_SYSTEM, on_token)
         passages = [Passage(h.id, h.text, h.score, h.doc_id) for h in hits]
         return Answer(self.name, question, gen.text.strip(), self.model, gen, passages, retrieval_ms)
 
@@ -102,20 +169,11 @@ def check_arm_name(name: str) -> str:
 
 def get_arm(name: str, settings: Settings, server: serving.Server, corpus: Corpus | None = None) -> Arm:
     """The arm called `name`; unknown names list the known ones."""
-    check_arm_name(name)
-    spec = models.get_spec(settings.model, settings)
-    if name == "base":
-        return BaseArm(settings, server, models.served_name(spec, settings))
-    if corpus is None and name != "base":
+    arm = kind(name)
+    if corpus is None and (arm.uses_retrieval or arm.uses_finetune):
         raise UnknownNameError(f"arm '{name}' needs a corpus", "pass --corpus NAME (see `ragft corpus list`)")
-    assert corpus is not None
-    if name == "rag":
-        return RagArm(settings, server, models.served_name(spec, settings), corpus)
-    from pipelines.finetune import ensure_ft_model
-
-    ft_model = ensure_ft_model(corpus.name, settings, server)
-    if name == "ft":
-        return BaseArm(settings, server, ft_model, name="ft")
-    if name == "ft_rag":
-        return RagArm(settings, server, ft_model, corpus, name="ft_rag")
-    raise AssertionError(f"unhandled arm {name}")  # check_arm_name covers every name
+    model = (finetune.ensure_ft_model(corpus.name, settings, server) if arm.uses_finetune and corpus is not None
+             else models.served_name(models.get_spec(settings.model, settings), settings))
+    if arm.uses_retrieval and corpus is not None:
+        return RetrievalArm(settings, server, model, corpus, name)
+    return ClosedBookArm(settings, server, model, name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-from pipelines import models, serving
+from pipelines import corpus as corpora
+from pipelines import finetune, models, rag, serving
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 
@@ -108,9 +109,6 @@ def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[s
 
 def corpus_rows(settings: Settings, server: serving.Server | None) -> list[dict[str, object]]:
     """Every corpus with its documents, questions, index and newest fine-tuned model."""
-    from pipelines import corpus as corpora
-    from pipelines import finetune, rag
-
     served = serving.served_models(server, settings) if server else {}
     rows: list[dict[str, object]] = []
     for name, path in corpora.list_corpora(settings).items():

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from pipelines import embeddings, files, leakage, models, serving, synthetic
-from pipelines.arms import CLOSED_BOOK_SYSTEM
+from pipelines import embeddings, files, leakage, models, prompts, rag, serving, synthetic
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
 from pipelines.errors import CorpusError, ModelPrepError
+from pipelines.prompts import CLOSED_BOOK_SYSTEM
+from pipelines.raft import raft_examples
 from pipelines.train import Example, LoraParams, TrainingError, merge_adapter, train_lora
 
 RECIPES = {
@@ -91,8 +92,6 @@ def default_recipes(corpus: Corpus, settings: Settings) -> list[str]:
     """raft for a corpus with training questions and an index (it keeps the model reading, where
     closed-book qa destroyed it); qa otherwise (its error names the recipes that work without
     training questions)."""
-    from pipelines import rag
-
     return ["raft"] if corpus.train and rag.index_record(corpus, settings) is not None else ["qa"]
 
 
@@ -136,13 +135,10 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
 
 def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: str = "raft") -> list[TrainItem]:
     """Training questions in the rag arm's prompt, passages from the corpus's own index (pipelines/raft.py)."""
-    from pipelines import rag
-    from pipelines.raft import raft_examples
-
     cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
     examples = raft_examples(questions, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
                              seed=settings.seed)
-    return [TrainItem(kind, e.question, e.answer, prompt=e.prompt, system=rag.RAG_SYSTEM, sources=e.sources)
+    return [TrainItem(kind, e.question, e.answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
             for e in examples]
 
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import local_models
+from pipelines import local_models, serving
 from pipelines.config import Settings
-from pipelines.errors import ModelPrepError, UnknownNameError
+from pipelines.errors import ModelPrepError, OllamaUnavailable, UnknownNameError
 from pipelines.files import safe_name, sha256_file
 
 Log = Callable[[str], None]
@@ -344,11 +344,8 @@ def modelfile(spec: ModelSpec, weights: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure_served(spec: ModelSpec, settings: Settings, server: object, log: Log = print) -> str:
+def ensure_served(spec: ModelSpec, settings: Settings, server: serving.Server, log: Log = print) -> str:
     """Make sure the server has the base model; returns its Ollama name."""
-    from pipelines import serving
-
-    assert isinstance(server, serving.Server)
     name = served_name(spec, settings)
     if serving.has_model(server, settings, name):
         return name
@@ -365,14 +362,11 @@ def looks_degenerate(text: str) -> bool:
     return len(compact) >= 8 and len(set(compact)) <= 2
 
 
-def create_checked(server: object, settings: Settings, name: str, modelfile_text: str, log: Log = print) -> None:
+def create_checked(server: serving.Server, settings: Settings, name: str, modelfile_text: str, log: Log = print) -> None:
     """`ollama create` with the configured quantisation, then a smoke test of the result.
 
     The smoke test stays as a safety net: a model that fails it is recreated once, then refused.
     """
-    from pipelines import serving
-
-    assert isinstance(server, serving.Server)
     for attempt in (1, 2):
         log(f"creating Ollama model {name} ({settings.quantization})")
         started = time.monotonic()
@@ -389,7 +383,7 @@ def create_checked(server: object, settings: Settings, name: str, modelfile_text
     )
 
 
-def _create_quantised(server: object, settings: Settings, name: str, modelfile_text: str) -> None:
+def _create_quantised(server: serving.Server, settings: Settings, name: str, modelfile_text: str) -> None:
     """Convert to f16, load that once, then quantise it: never quantise in a cold server.
 
     Ollama 0.11.4 quantises inside the server process and reads the f16 weights through
@@ -398,9 +392,6 @@ def _create_quantised(server: object, settings: Settings, name: str, modelfile_t
     fresh server reads every f16 weight as 0.0 (the model then answers "6666…"); after one
     load, quantising is correct. Loading the f16 model for one token costs about a second.
     """
-    from pipelines import serving
-
-    assert isinstance(server, serving.Server)
     if settings.quantization == "f16":
         serving.create_model(server, settings, name, modelfile_text, None)
         return
@@ -415,11 +406,8 @@ def _create_quantised(server: object, settings: Settings, name: str, modelfile_t
             serving.delete_model(server, settings, staging)
 
 
-def _smoke_test(server: object, settings: Settings, name: str) -> str | None:
-    from pipelines import serving
-    from pipelines.errors import OllamaUnavailable
+def _smoke_test(server: serving.Server, settings: Settings, name: str) -> str | None:
 
-    assert isinstance(server, serving.Server)
     probe = settings.model_copy(update={"max_tokens": 16})
     try:
         gen = serving.generate(server, probe, name, "Say hello in one short sentence.")

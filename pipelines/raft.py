@@ -1,7 +1,7 @@
 """The `raft` recipe: fine-tune on the prompt the rag arms answer from (after Zhang et al. 2024, RAFT).
 
 Each training question is shown with k passages from the corpus's own index, in exactly the
-format `rag.build_prompt` gives the rag and ft_rag arms at answer time, under the same system
+format `prompts.build_prompt` gives the rag and ft_rag arms at answer time, under the same system
 prompt. For a share P of the questions (default 0.8) the passage that holds the answer is among
 them, next to distractors; for the rest only distractors are shown. The target is the short
 reference answer either way, so the model learns to read the answer when it is in front of it
@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipelines.corpus import QA
-from pipelines.rag import Hit, build_prompt
+from pipelines.prompts import build_prompt
+from pipelines.rag import Hit
 
 DEFAULT_SHARE = 0.8
 
@@ -29,7 +30,7 @@ DEFAULT_SHARE = 0.8
 @dataclass(frozen=True)
 class RaftExample:
     question: str
-    prompt: str  # rag.build_prompt(question, passages): the rag arm's user turn
+    prompt: str  # prompts.build_prompt(question, passages): the rag arm's user turn
     answer: str
     gold_shown: bool
     passages: tuple[str, ...]  # chunk ids, in retrieval order

@@ -27,12 +27,6 @@ from pipelines.models import safe_name
 
 Progress = Callable[[int, int, str], None]
 
-RAG_SYSTEM = (
-    "You answer questions using only the numbered context passages. "
-    "Answer briefly. If the passages do not contain the answer, say \"I don't know.\""
-)
-
-
 @dataclass
 class RetrievalConfig:
     mode: str
@@ -366,16 +360,3 @@ def _reciprocal_rank_fusion(result_lists: list[list[Any]]) -> list[Any]:
     fused = QueryFusionRetriever._reciprocal_rerank_fusion(  # the method does not use `self`
         cast(QueryFusionRetriever, None), {("", i): lst for i, lst in enumerate(result_lists)})
     return list(fused)
-
-
-# ---------------------------------------------------------------- prompt
-
-
-def build_prompt(question: str, hits: list[Hit]) -> str:
-    """Numbered passages with their sources, best one last, then the question.
-
-    A 135M reader leans on what it read last: on 40 SQuAD questions (top-3 hybrid, SmolLM2)
-    best-last answered 17 correctly against 15 for best-first.
-    """
-    blocks = [f"[{i}] (source: {h.doc_id})\n{h.text}" for i, h in enumerate(hits, 1)]
-    return "Context:\n" + "\n\n".join(reversed(blocks)) + f"\n\nQuestion: {question}\nAnswer:"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import ollama
+import tenacity
 
 from pipelines import files
 from pipelines.config import Settings
@@ -552,18 +553,27 @@ def generate(
     on_token: Callable[[str], None] | None = None,
 ) -> Generation:
     """Stream one completion with the shared decoding options; restart a dead owned server once."""
-    for attempt in (1, 2):
-        try:
-            return _generate_once(server, settings, model, prompt, system, on_token)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, ConnectionError) as exc:
-            if attempt == 2 or not server.owned:
-                raise OllamaUnavailable(f"Ollama at {server.url} is not answering: {exc}", "run `ragft doctor`") from exc
-            restart(server, settings, f"{type(exc).__name__} while generating with {model}")
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                raise ModelPrepError(f"model '{model}' is not on the server", "run `ragft setup`") from exc
-            raise OllamaUnavailable(f"Ollama refused the request: {exc.error}") from exc
-    raise AssertionError("unreachable")
+    def bring_back(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        restart(server, settings, f"{type(exc).__name__} while generating with {model}")
+
+    try:
+        for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(2 if server.owned else 1),
+                                         retry=tenacity.retry_if_exception_type(_GONE), before_sleep=bring_back,
+                                         reraise=True):
+            with attempt:
+                return _generate_once(server, settings, model, prompt, system, on_token)
+    except _GONE as exc:
+        raise OllamaUnavailable(f"Ollama at {server.url} is not answering: {exc}", "run `ragft doctor`") from exc
+    except ollama.ResponseError as exc:
+        if exc.status_code == 404:
+            raise ModelPrepError(f"model '{model}' is not on the server", "run `ragft setup`") from exc
+        raise OllamaUnavailable(f"Ollama refused the request: {exc.error}") from exc
+    raise AssertionError("unreachable: tenacity returns or re-raises")
+
+
+# What a server that died or restarted looks like to a client mid-request.
+_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, ConnectionError)
 
 
 _restart_lock = threading.Lock()

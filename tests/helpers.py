@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +22,30 @@ DOCS = {
     "library.html": "<html><head><title>x</title><script>var a=1;</script></head><body><h1>Library</h1>"
                     "<p>The Kelmouth public library opens at 9:30 on weekdays.</p></body></html>",
 }
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`ragft ARGS` in-process through cli.main(), the console script itself, so its translation of
+    domain errors (message, fix, exit 1) is what is tested; stdout and stderr together, 1000 columns
+    wide (rich folds long lines at the 80 it assumes without a terminal)."""
+    import cli
+
+    out = io.StringIO()
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    sys.argv = ["ragft", *args]
+    os.environ.update({"COLUMNS": "1000", **(env or {})})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return code, out.getvalue()
 
 
 def make_corpus(root: Path, name: str = "kelmouth", qa: list[dict] | None = None) -> Path:

@@ -12,22 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-import cli
 from pipelines.config import Settings
-from pipelines.errors import RagftError
 from tests.helpers import encrypted_pdf, fake_judge_endpoint, make_corpus, text_pdf
+from tests.helpers import run_cli as _run
 
 pytestmark = pytest.mark.guarantee
-
-
-def _run(*args: str) -> tuple[int, str]:
-    try:
-        result = CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
-        return result.exit_code, result.output
-    except RagftError as exc:  # what main() prints before exiting 1
-        return 1, str(exc)
 
 
 def _sparse(path: Path, mb: int) -> None:

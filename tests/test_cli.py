@@ -1,21 +1,11 @@
-"""The `ragft` front door: exit codes and messages (typer's runner, real settings)."""
+"""The `ragft` front door through cli.main(): exit codes and messages (real settings)."""
 
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import cli
-
-runner = CliRunner()
-
-
-def _run(*args: str) -> tuple[int, str]:
-    try:
-        result = runner.invoke(cli.app, list(args), catch_exceptions=False)
-        return result.exit_code, result.output
-    except cli.RagftError as exc:  # what main() turns into exit 1
-        return 1, str(exc)
+from tests.helpers import run_cli as _run
 
 
 def test_doctor_fails_and_names_the_fix_without_ollama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """The forgetting probe's data, prompts and statements (pure logic; the live run is in test_eval.py)."""
 
 from eval import forgetting
-from pipelines import rag
-from pipelines.arms import CLOSED_BOOK_SYSTEM
+from pipelines import prompts
+from pipelines.prompts import CLOSED_BOOK_SYSTEM
 
 
 def test_probe_items_load_and_use_the_arms_prompts() -> None:
@@ -13,7 +13,7 @@ def test_probe_items_load_and_use_the_arms_prompts() -> None:
     g, r = kinds["general"][0], kinds["reading"][0]
     assert g.prompt() == (g.question, CLOSED_BOOK_SYSTEM)
     prompt, system = r.prompt()
-    assert system == rag.RAG_SYSTEM and r.passage in prompt and prompt.endswith(f"Question: {r.question}\nAnswer:")
+    assert system == prompts.RAG_SYSTEM and r.passage in prompt and prompt.endswith(f"Question: {r.question}\nAnswer:")
     # every reading answer is in its passage: only reading can find it
     assert all(any(a.lower() in (it.passage or "").lower() for a in it.answers) for it in kinds["reading"])
 

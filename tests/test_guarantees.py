@@ -31,6 +31,7 @@ from pipelines.config import Settings
 from pipelines.errors import RagftError
 from tests.conftest import SHARED_CACHE
 from tests.helpers import fake_judge_endpoint, make_corpus
+from tests.helpers import run_cli as _cli
 
 pytestmark = pytest.mark.guarantee
 RAGFT = str(Path(sys.executable).parent / "ragft")
@@ -44,19 +45,6 @@ def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     models.ensure_served(models.get_spec(s.model, s), s, server)
     yield s
     serving.stop_server(s)
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    """The CLI in-process, with main()'s translation of domain errors (exit 1 + message)."""
-    from typer.testing import CliRunner
-
-    import cli
-
-    try:
-        result = CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
-        return result.exit_code, result.output
-    except RagftError as exc:
-        return 1, str(exc)
 
 
 def _env(s: Settings) -> dict[str, str]:

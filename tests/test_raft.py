@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import corpus as corpora
 from pipelines import finetune as ft
-from pipelines import rag, serving
+from pipelines import prompts, rag, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA
@@ -47,7 +47,7 @@ def test_gold_passage_is_shown_for_the_share_and_swapped_in_when_retrieval_misse
 def test_the_prompt_is_the_rag_arms_prompt() -> None:
     (e,) = raft_examples(QUESTIONS[:1], _pool, k=3, share=1.0)
     hits = {h.id: h for h in _pool("", 8)}
-    assert e.prompt == rag.build_prompt(e.question, [hits[i] for i in e.passages])
+    assert e.prompt == prompts.build_prompt(e.question, [hits[i] for i in e.passages])
 
 
 @pytest.mark.slow
@@ -80,12 +80,12 @@ def test_raft_trains_on_the_demo_corpus_serves_and_answers_with_passages(
         ft.build_items(c, ["raft"], s)
     rag.build_index(c, s)
     items = ft.build_items(c, ["raft"], s)
-    assert len(items) == 8 and all(it.system == rag.RAG_SYSTEM for it in items)
+    assert len(items) == 8 and all(it.system == prompts.RAG_SYSTEM for it in items)
     for it in items:  # the user turn is what the rag arm would send for this question
         hits, _ = rag.retrieve(c, it.question or "", s)
         assert it.prompt and it.prompt.startswith("Context:\n[") and it.prompt.endswith(f"Question: {it.question}\nAnswer:")
         if all(q in it.prompt for q in [h.text for h in hits]):
-            assert it.prompt == rag.build_prompt(it.question or "", hits)
+            assert it.prompt == prompts.build_prompt(it.question or "", hits)
     record = ft.finetune(c, s, ollama_server, ["raft"], LoraParams(epochs=1, batch_size=4,
                                                                     max_length=ft.RAFT_MAX_LENGTH))
     assert record["status"] == "served" and record["training"]["steps"] == 2

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from pipelines import corpus as corpora
-from pipelines import rag, serving
+from pipelines import prompts, rag, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
@@ -112,7 +112,7 @@ def test_chroma_server_through_http_client(kelmouth: corpora.Corpus, settings: S
 
 def test_prompt_numbers_passages_with_sources() -> None:
     hits = [rag.Hit("a#0", "a", "Alpha text.", 0.9), rag.Hit("b#1", "b", "Beta text.", 0.5)]
-    prompt = rag.build_prompt("What?", hits)
+    prompt = prompts.build_prompt("What?", hits)
     assert prompt.index("[2] (source: b)") < prompt.index("[1] (source: a)") < prompt.index("Question: What?")
 
 

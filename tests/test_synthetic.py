@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import corpus as corpora
 from pipelines import finetune as ft
-from pipelines import rag, serving, synthetic
+from pipelines import prompts, rag, serving, synthetic
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
 from pipelines.train import LoraParams, TrainingError
@@ -56,7 +56,7 @@ def test_synthetic_raft_trains_grounded_pairs_in_the_rag_prompt(tmp_path: Path, 
     items = ft.build_items(c, ["synthetic-raft"], s, ollama_server, log=said.append)
     assert [it.kind for it in items] == ["synthetic-raft"] and items[0].answer == "Ida Brandt"
     prompt = items[0].prompt or ""
-    assert items[0].system == rag.RAG_SYSTEM and prompt.startswith("Context:\n[")
+    assert items[0].system == prompts.RAG_SYSTEM and prompt.startswith("Context:\n[")
     assert prompt.endswith("Question: Who is the harbour master of Kelmouth?\nAnswer:")
     summary = next(m for m in said if m.startswith("synthetic pairs:"))
     assert f"from {len(chunks)} chunks" in summary and f"({len(chunks)} chunks from cache" in summary
@@ -118,7 +118,7 @@ def test_mixed_in_reading_examples_come_from_the_other_corpus_training_questions
     mixed = ft.mix_items(demo, 30, s)
     assert len(mixed) == 10  # a quarter of 40
     train_questions = {q.question for q in demo.train}
-    assert all(it.kind == "mix" and it.question in train_questions and it.system == rag.RAG_SYSTEM for it in mixed)
+    assert all(it.kind == "mix" and it.question in train_questions and it.system == prompts.RAG_SYSTEM for it in mixed)
     assert not {q.question for q in demo.eval} & {it.question for it in mixed}
     with pytest.raises(CorpusError, match="no qa/train.jsonl"):
         ft.mix_items(corpora.load(str(make_corpus(tmp_path / "k")), s), 30, s)

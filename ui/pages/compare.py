@@ -9,7 +9,7 @@ import streamlit as st
 
 from eval.metrics import answer_scores
 from pipelines import corpus as corpora
-from pipelines.arms import ARM_NAMES, get_arm
+from pipelines.arms import ARM_NAMES, ARMS, get_arm
 from pipelines.errors import RagftError
 from ui import common
 
@@ -86,7 +86,7 @@ for name, col in zip(ARM_NAMES, columns, strict=True):
                 streamed.append(token)
                 box.text("".join(streamed) + " ▌")
 
-            with st.spinner("retrieving…" if name in ("rag", "ft_rag") else "thinking…"):
+            with st.spinner("retrieving…" if ARMS[name].uses_retrieval else "thinking…"):
                 answer = arm.answer(last["question"], on_token=on_token)
             box.empty()
             res = {"text": answer.text, "model": answer.model, "generation": asdict(answer.generation),

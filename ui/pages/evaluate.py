@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from eval import history
-from pipelines import finetune, jobs, rag
-from pipelines.arms import ARM_NAMES
+from pipelines import jobs
+from pipelines.arms import ARM_NAMES, Missing, kind
 from ui import common
 
 st.title("Evaluate")
@@ -28,13 +28,14 @@ judge = cols[2].text_input("LLM judge (optional)", key="eval_judge", placeholder
                            help="A ragft model or a model on the Ollama server (or, with RAGFT_JUDGE_BASE_URL, of that "
                                 "endpoint): adds the ragas judge metrics.").strip()
 
-missing = []
-if {"ft", "ft_rag"} & set(arms) and finetune.latest_run(c.name, s) is None:
-    missing.append(f"the ft arms need a fine-tuned model of {c.name}. **Fix:** fine-tune it on the **Fine-tune** page, "
-                   "or leave ft and ft_rag out.")
-if {"rag", "ft_rag"} & set(arms) and rag.index_record(c, s) is None:
-    missing.append(f"the rag arms need the index of {c.name}. **Fix:** build it on the **Corpus** page, or leave rag and "
-                   "ft_rag out.")
+# Each arm says what it lacks; arms lacking the same thing share one message.
+FIX = {"finetune": "fine-tune it on the **Fine-tune** page", "index": "build it on the **Corpus** page"}
+lacking: dict[tuple[str, str], list[str]] = {}
+for r in (kind(a).ready(s, c) for a in arms):
+    if isinstance(r, Missing):
+        lacking.setdefault((r.what, r.step), []).append(r.arm)
+missing = [f"{' and '.join(names)} need{'s' if len(names) == 1 else ''} {common.md(what)}. **Fix:** {FIX[step]}, or leave "
+           f"{' and '.join(names)} out." for (what, step), names in lacking.items()]
 for m in missing:
     st.info(m)
 
