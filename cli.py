@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape as esc
 from rich.table import Table
 
-from pipelines import doctor, models, serving
+from pipelines import doctor, models, ollama_build, serving
 from pipelines.arms import ARM_NAMES, BASE
 from pipelines.config import Settings, load_settings
 from pipelines.errors import CorpusError, RagftError
@@ -94,7 +94,7 @@ def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
 def setup_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     """Get Ollama (found or built), start it on 127.0.0.1 and prepare the base model."""
     settings = _settings(model, data_dir)
-    binary = serving.ensure_binary(settings, _say)
+    binary = ollama_build.ensure_binary(settings, _say)
     console.print(f"ollama: {binary.path} (version {binary.version}, from {binary.source})")
     server = serving.ensure_server(settings, _say)
     console.print(f"server: {server.url} (version {server.version})")
@@ -250,6 +250,7 @@ def finetune_cmd(
 
     from pipelines import corpus as corpora
     from pipelines import finetune as ft
+    from pipelines import recipes as training_recipes
     from pipelines.train import LoraParams
 
     settings = _settings(model, data_dir)
@@ -259,8 +260,8 @@ def finetune_cmd(
     mixed = corpora.load(mix, settings) if mix else None
     if mixed is not None and mixed.name == loaded.name:
         raise CorpusError(f"--mix {mix} is the corpus being fine-tuned", "mix in a different corpus")
-    recipes = ft.parse_recipes(recipe) if recipe else ft.default_recipes(loaded, settings)
-    defaults = ft.recipe_defaults(recipes)
+    recipes = training_recipes.parse_recipes(recipe) if recipe else training_recipes.default_recipes(loaded, settings)
+    defaults = training_recipes.recipe_defaults(recipes)
     modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
     params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules,  # type: ignore[arg-type]
                         epochs=epochs or defaults["epochs"], lr=lr, max_length=max_length or defaults["max_length"],
@@ -288,10 +289,10 @@ def finetune_cmd(
 @app.command("finetune-runs")
 def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
     """List fine-tune runs with their status, leakage counts and measurements."""
-    from pipelines import finetune as ft
+    from pipelines import finetune_runs
 
     rows = []
-    for r in ft.list_runs(_settings(None, data_dir)):
+    for r in finetune_runs.list_runs(_settings(None, data_dir)):
         lk, t = r.get("leakage", {}), r.get("training", {})
         rows.append((r["run_id"], r["status"], ",".join(r["recipes"]),
                      f"{lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/{lk.get('paraphrase', '-')}",
@@ -530,9 +531,10 @@ def corpus_import_squad(
 ) -> None:
     """Turn a SQuAD v1.1 json file into a corpus (paragraphs → docs, questions → eval/train)."""
     from pipelines import corpus as corpora
+    from pipelines import importers
 
     settings = _settings(None, data_dir)
-    path = corpora.import_squad(file, settings, name, articles, replace)
+    path = importers.import_squad(file, settings, name, articles, replace)
     c = corpora.load(str(path), settings)
     console.print(f"imported [bold]{c.name}[/]: {len(c.doc_paths)} docs, {len(c.eval)} eval and {len(c.train)} "
                   f"train questions → {path}")
@@ -546,9 +548,9 @@ def corpus_add(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Make a corpus of your own folder of documents (no QA set needed to index and ask)."""
-    from pipelines import corpus as corpora
+    from pipelines import importers
 
-    path, problems = corpora.add_folder(folder, _settings(None, data_dir), name, replace)
+    path, problems = importers.add_folder(folder, _settings(None, data_dir), name, replace)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {esc(problem)}")
     console.print(f"added corpus at {path}; next: `ragft index {path.name}`")

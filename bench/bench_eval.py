@@ -14,7 +14,13 @@ from eval.report import summarise  # noqa: E402
 from eval.runner import EvalConfig, run_eval  # noqa: E402
 from eval.store import Store  # noqa: E402
 from pipelines import corpus as corpora  # noqa: E402
-from pipelines import finetune, rag, serving  # noqa: E402
+from pipelines import (  # noqa: E402
+    finetune,
+    finetune_runs,  # noqa: E402
+    importers,
+    rag,
+    serving,
+)
 from pipelines.config import load_settings  # noqa: E402
 from pipelines.train import LoraParams  # noqa: E402
 
@@ -25,10 +31,10 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "squad"
     settings = load_settings()
     if name == "squad" and "squad" not in corpora.list_corpora(settings):
-        corpora.import_squad(SQUAD, settings, "squad")
+        importers.import_squad(SQUAD, settings, "squad")
     corpus = corpora.load(name, settings)
     rag.build_index(corpus, settings)  # incremental: nothing to do when it is current
-    if finetune.latest_run(name, settings) is None:
+    if finetune_runs.latest_run(name, settings) is None:
         server = serving.ensure_server(settings)
         finetune.finetune(corpus, settings, server, ["qa"], LoraParams())
     store = Store(settings.runs_db)

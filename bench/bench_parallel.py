@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.squad import indexed_squad  # noqa: E402
 from eval.runner import select_questions  # noqa: E402
-from pipelines import models, prompts, rag, serving  # noqa: E402
+from pipelines import generation, models, prompts, rag, serving  # noqa: E402
 from pipelines.config import Settings, load_settings  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     base = load_settings().model_copy(update={"model": model})
     corpus = indexed_squad(base)
-    prompts = [prompts.build_prompt(q.question, rag.retrieve(corpus, q.question, base)[0])
+    rag_prompts = [prompts.build_prompt(q.question, rag.retrieve(corpus, q.question, base)[0])
                for q in select_questions(corpus, n, 1)]
     reference: list[str] | None = None
     print(f"\n{model} · {n} rag prompts · temperature 0 · a fresh server per setting")
@@ -39,14 +39,14 @@ def main() -> None:
         server = serving.start_server(s, lambda _: None)
         try:
             name = models.ensure_served(models.get_spec(model, s), s, server, lambda _: None)
-            serving.generate(server, s, name, prompts[0], prompts.RAG_SYSTEM)  # load
+            generation.generate(server, s, name, rag_prompts[0], prompts.RAG_SYSTEM)  # load
             def answer(prompt: str, server: serving.Server = server, s: Settings = s, name: str = name) -> str:
-                return serving.generate(server, s, name, prompt, prompts.RAG_SYSTEM).text
+                return generation.generate(server, s, name, prompt, prompts.RAG_SYSTEM).text
 
             for threads in sorted({1, parallel}):
                 started = time.perf_counter()
                 with ThreadPoolExecutor(threads) as pool:
-                    texts = list(pool.map(answer, prompts))
+                    texts = list(pool.map(answer, rag_prompts))
                 rate = n / (time.perf_counter() - started) * 60
                 if reference is None:
                     reference, seq_rate = texts, rate

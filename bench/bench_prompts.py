@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.squad import indexed_squad  # noqa: E402
 from eval.metrics import contains_reference  # noqa: E402
 from eval.runner import select_questions  # noqa: E402
-from pipelines import models, prompts, rag, serving  # noqa: E402
+from pipelines import generation, models, prompts, rag, serving  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 
 SHORT = ("Answer the question using the context passages. Reply with the shortest phrase from the passages "
@@ -55,7 +55,7 @@ def main() -> None:
     for label, (system, best_last, k) in VARIANTS.items():
         started, ok, tokens, rows = time.perf_counter(), 0.0, 0, []
         for q in questions:
-            gen = serving.generate(server, s, name, prompt(q.question, hits[q.id][:k], best_last), system)
+            gen = generation.generate(server, s, name, prompt(q.question, hits[q.id][:k], best_last), system)
             score = contains_reference(gen.text, q.answers)
             ok, tokens = ok + score, tokens + gen.prompt_tokens
             rows.append({"question": q.question, "references": q.answers, "answer": gen.text, "contains": score})

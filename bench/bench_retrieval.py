@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from pipelines import corpus as corpora  # noqa: E402
-from pipelines import rag  # noqa: E402
+from pipelines import importers, rag  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-v1.1-dev" / "squad-dev-4-articles.json"
@@ -95,7 +95,7 @@ def main() -> None:
     data = OUT / "retrieval-data"
     shutil.rmtree(data, ignore_errors=True)
     settings = load_settings(data_dir=data, chunk_size=512, chunk_overlap=32)
-    corpora.import_squad(SQUAD, settings, "squad")
+    importers.import_squad(SQUAD, settings, "squad")
     squad = corpora.load("squad", settings)
     rag.build_index(squad, settings)
     result: dict = {"recall": {}, "scale": {}}

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import models, serving  # noqa: E402
+from pipelines import generation, models, serving  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
 from pipelines.prompts import CLOSED_BOOK_SYSTEM  # noqa: E402
 
@@ -57,12 +57,12 @@ RAG_LIKE = "Context:\n" + "\n\n".join(
 def bench_ollama(settings, server, name) -> tuple[list[float], list[float]]:
     """Decode tok/s on the PROMPTS, and prefill tok/s on a rag-sized prompt (prompt cache emptied each time)."""
     opts = settings.model_copy(update={"max_tokens": NEW_TOKENS})
-    serving.generate(server, opts, name, PROMPTS[0], CLOSED_BOOK_SYSTEM)  # load + warm up
+    generation.generate(server, opts, name, PROMPTS[0], CLOSED_BOOK_SYSTEM)  # load + warm up
     rates = []
     for p in PROMPTS:
-        g = serving.generate(server, opts, name, p, CLOSED_BOOK_SYSTEM)
+        g = generation.generate(server, opts, name, p, CLOSED_BOOK_SYSTEM)
         rates.append(g.tokens_per_s)
-    prefill = [serving.generate(server, opts.model_copy(update={"max_tokens": 1}), name, RAG_LIKE,
+    prefill = [generation.generate(server, opts.model_copy(update={"max_tokens": 1}), name, RAG_LIKE,
                                 CLOSED_BOOK_SYSTEM).prompt_tokens_per_s for _ in range(3)]
     return rates, prefill
 
@@ -97,7 +97,7 @@ def main() -> None:
     server = serving.ensure_server(settings)
     name = models.ensure_served(spec, settings, server)
     weights = models.ensure_hf_weights(spec, settings)
-    served_bytes = serving.served_models(server, settings).get(name) or serving.served_models(server, settings)[f"{name}:latest"]
+    served_bytes = generation.served_models(server, settings).get(name) or generation.served_models(server, settings)[f"{name}:latest"]
     fp32_bytes = (weights / "model.safetensors").stat().st_size
 
     bw = {t: read_bandwidth(t) for t in (1, settings.num_threads)}
@@ -131,7 +131,7 @@ def main() -> None:
         else:
             other = settings.model_copy(update={"model": model_name})
             served = models.ensure_served(models.get_spec(model_name, other), other, server)
-            nbytes = serving.served_models(server, other).get(served) or serving.served_models(server, other)[f"{served}:latest"]
+            nbytes = generation.served_models(server, other).get(served) or generation.served_models(server, other)[f"{served}:latest"]
             decode, pre = bench_ollama(other, server, served)
         bound = bw_use * 1e9 / nbytes
         d, f = statistics.median(decode), statistics.median(pre)

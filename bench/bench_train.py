@@ -29,17 +29,17 @@ def _examples(recipes: str):
     from transformers import AutoTokenizer
 
     from pipelines import corpus as corpora
-    from pipelines import finetune as ft
-    from pipelines import models
+    from pipelines import importers, models
+    from pipelines import recipes as training_recipes
     from pipelines.config import load_settings
 
     settings = load_settings()
     base = models.ensure_hf_weights(models.get_spec(settings.model, settings), settings)
     with tempfile.TemporaryDirectory() as tmp:
         s = settings.model_copy(update={"data_dir": Path(tmp)})
-        c = indexed_squad(s) if "raft" in recipes else corpora.load(str(corpora.import_squad(SQUAD, s, "squad")), s)
-        items = ft.build_items(c, recipes.split(","), s)
-    return base, ft.tokenize(items, AutoTokenizer.from_pretrained(base), RECIPES[recipes][0]), settings.num_threads
+        c = indexed_squad(s) if "raft" in recipes else corpora.load(str(importers.import_squad(SQUAD, s, "squad")), s)
+        items = training_recipes.build_items(c, recipes.split(","), s)
+    return base, training_recipes.tokenize(items, AutoTokenizer.from_pretrained(base), RECIPES[recipes][0]), settings.num_threads
 
 
 def run_ours(recipes: str) -> dict:

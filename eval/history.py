@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from eval.store import Store
-from pipelines import finetune, rag
+from pipelines import finetune_runs, rag
 from pipelines.arms import ARMS
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
@@ -82,6 +82,6 @@ def run_active(settings: Settings, run_id: str) -> bool:
 def one_off_seconds(corpus: Corpus, settings: Settings) -> dict[str, float]:
     """Compute each arm costs before its first answer: the index build (rag arms), the fine-tune (ft arms)."""
     index_s = rag.index_build_seconds(corpus, settings)
-    run = finetune.latest_run(corpus.name, settings)
+    run = finetune_runs.latest_run(corpus.name, settings)
     ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
     return {name: arm.one_off_s(index_s, ft_s) for name, arm in ARMS.items()}

@@ -94,12 +94,12 @@ def resolve(judge: str, settings: Settings, server: Any, generator_models: Seque
     if settings.judge_base_url:
         url = check_endpoint(settings.judge_base_url)
         return JudgeSpec(judge, url, False, judge in generator_models)
-    from pipelines import serving
+    from pipelines import generation
 
     if judge in models.known_models(settings) and judge != "custom":
         name = models.ensure_served(models.get_spec(judge, settings), settings, server, log)
     else:
-        served = serving.served_models(server, settings)
+        served = generation.served_models(server, settings)
         if judge not in served and f"{judge}:latest" not in served:
             raise UnknownNameError(
                 f"judge model '{judge}' is neither a ragft model nor on the Ollama server at {server.url}",

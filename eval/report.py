@@ -4,7 +4,6 @@ self-contained report.html (charts inlined as SVG, rendered offline by vl-conver
 from __future__ import annotations
 
 import csv
-import html
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -272,11 +271,6 @@ def index_line(summary: dict[str, Any]) -> str | None:
             f"top {ix['top_k']}, chunks {ix['chunk_size']}/{ix['chunk_overlap']})")
 
 
-def _index_line(summary: dict[str, Any]) -> str:
-    line = index_line(summary)
-    return f" · {html.escape(line)}" if line else ""
-
-
 def csv_cell(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula (`=HYPERLINK(…)` in a model's answer or a
     document) gets a leading apostrophe, which spreadsheets show as text; numbers are kept."""
@@ -348,136 +342,25 @@ def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[d
             for _, r in sorted(rows.items())]
 
 
-def _judge_html(summary: dict[str, Any]) -> str:
-    e = html.escape
-    j = summary.get("judge")
-    if not j:
-        return "<p>No LLM judge in this run: the judge metrics (answer accuracy, relevancy, faithfulness, context " \
-               "precision and recall) were not computed.</p>"
-    fails = summary.get("judge_failures") or {}
-    rows = "".join(f"<li>{e(m)}: " + ", ".join(f"{n} × {e(r)}" for r, n in per.items()) + "</li>" for m, per in fails.items())
-    agree = summary.get("judge_agreement")
-    return (f"<p>judge <code>{e(j['model'])}</code> at {e(j['endpoint'])}</p>"
-            + (f"<p class=fail>warning: {e(j['warning'])}</p>" if j.get("warning") else "")
-            + (f"<p>{e(agreement_line(agree))}</p>" if agree else "")
-            + (f"<p>Failed verdicts (counted in the quality table, never dropped):</p><ul>{rows}</ul>" if rows
-               else "<p>Every judge verdict was parsed.</p>"))
-
-
-def _fact_split_html(summary: dict[str, Any]) -> str:
-    rows = fact_split_rows(summary)
-    if not rows:
-        return ""
-    e = html.escape
-    cols = list(rows[0])
-    return ("<p>Each arm on the eval facts the fine-tune's training data states (a training example on the same "
-            "subject gives the reference answer) and on the rest:</p><table><tr>"
-            + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>" for r in rows) + "</table>")
-
-
-def _seeds_html(summary: dict[str, Any]) -> str:
-    lines = seed_lines(summary)
-    if not lines:
-        return ("<p>One training seed evaluated on these questions: the spread over seeds is not measured (fine-tune "
-                "again with another seed and evaluate the same questions to see it).</p>"
-                if summary.get("finetune") else "<p>No fine-tuned arm in this run.</p>")
-    return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
-
-
-def _forgetting_html(summary: dict[str, Any]) -> str:
-    lines = forgetting_lines(summary)
-    if not lines:
-        return "<p>No fine-tuned arm in this run (or its probe was not answered): nothing to check.</p>"
-    return ("<p>base and the fine-tuned model answered ragft's fixed probe (general questions closed book; invented "
-            "facts with their passage in the rag prompt):</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines)
-            + "</ul>")
-
-
-def _injection_html(summary: dict[str, Any]) -> str:
-    e = html.escape
-    inj = summary.get("injection") or {"passages": 0, "answers_quoting": []}
-    if not inj["passages"]:
-        return "<p>No retrieved passage reads like an instruction to the model.</p>"
-    rows = "".join(f"<li class=fail>{e(f['arm'])} / {e(f['qid'])}: “{e(f['answer'])}” repeats “{e(f['quoted'])}”</li>"
-                   for f in inj["answers_quoting"])
-    return (f"<p>{inj['passages']} retrieved passage(s) read like instructions to the model, e.g. "
-            + "; ".join(f"“{e(x)}”" for x in inj["examples"]) + ". Answers are text only: nothing in them is run. "
-            + (f"Answers that quote such text:</p><ul>{rows}</ul>" if rows else "No answer quotes them.</p>"))
-
-
-def _events_html(summary: dict[str, Any]) -> str:
+def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
     from datetime import datetime
 
-    events = summary.get("events") or []
-    if not events:
-        return "<p>The run went through without interruptions, retries or server restarts.</p>"
-    return "<ul>" + "".join(f"<li>{datetime.fromtimestamp(ev['at']).strftime('%Y-%m-%d %H:%M:%S')} "
-                            f"<b>{html.escape(ev['kind'])}</b>: {html.escape(ev['detail'])}</li>" for ev in events) + "</ul>"
+    import jinja2
 
-
-def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
-    e = html.escape
-    ch = charts(summary, answers)
-    arms = summary["arms"]
-    rec = summary["recommendation"]
-    metric_rows = "".join(
-        f"<tr><td>{e(m)}</td>" + "".join(
-            (f"<td>{per[a]['mean']:.3f} <small>[{per[a]['lo']:.3f}, {per[a]['hi']:.3f}]</small>"
-             if per[a]["mean"] is not None else "<td>n/a")
-            + (f" <b class=fail>{per[a]['failures']} failed</b>" if per[a]["failures"] else "") + "</td>"
-            if a in per else "<td>–</td>" for a in arms) + "</tr>"
-        for m, per in summary["metrics"].items())
-    paired_rows = "".join(
-        f"<tr><td>{e(p['b'])} − {e(p['a'])}</td><td>{e(p['metric'])}</td><td>{p['diff']:+.3f} "
-        f"<small>[{p['lo']:+.3f}, {p['hi']:+.3f}]</small></td><td>{p['p_bootstrap']:.3f}</td>"
-        f"<td>{'' if p['p_mcnemar'] is None else format(p['p_mcnemar'], '.3f')}</td>"
-        f"<td>{p['wins']}/{p['losses']}/{p['ties']}</td><td>{'yes' if p['significant'] else 'no'}</td></tr>"
-        for p in summary["paired"])
-    lat_rows = "".join(
-        f"<tr><td>{e(a)}</td><td>{v['p50_ms']:.0f}</td><td>{v['p95_ms']:.0f}</td><td>{v['ttft_p50_ms']:.0f}</td>"
-        f"<td>{v['tokens_per_s']:.1f}</td><td>{(v['answers_per_min'] or 0):.1f}</td>"
-        f"<td>{summary['costs'][a]['per_1k_answers']:.4f}</td><td>{summary['costs'][a]['one_off']:.4f}</td></tr>"
-        for a, v in summary["latency"].items())
-    be_rows = "".join(f"<li>{e(b['a'])} vs {e(b['b'])}: "
-                      + (f"{b['answers']:,.0f} answers" if b["answers"] else "never (no per-answer saving)") + "</li>"
-                      for b in summary["break_even"])
+    env = jinja2.Environment(loader=jinja2.PackageLoader("eval", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
     by_q: dict[str, dict[str, Any]] = {}
     for a in answers:
-        by_q.setdefault(a["qid"], {"question": a["question"]})[a["arm"]] = a["text"]
-    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
-    q_rows = "".join(
-        f"<tr><td>{e(q)}</td><td>{e(v['question'])}</td>" + "".join(
-            f"<td class={'ok' if ok.get((a, q)) else 'no'}>{e(str(v.get(a, '')))}</td>" for a in arms) + "</tr>"
-        for q, v in sorted(by_q.items()))
-    attribution = "".join(f"<li>{e(a)}: {c['correct']} correct, {c['retrieval_miss']} wrong after a retrieval miss, "
-                          f"{c['generation_error']} wrong although a reference source was retrieved</li>"
-                          for a, c in summary["error_attribution"].items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ragft report {e(summary['run_id'])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}.ok{{background:#e6f4ea}}.no{{background:#fdecea}}
-.fail{{color:#b00}}.rec{{background:#eef3ff;padding:1em;border-radius:6px}}small{{color:#555}}</style></head><body>
-<h1>ragft report — {e(summary['corpus'])}</h1>
-<p>run <code>{e(summary['run_id'])}</code> · {summary['n_questions']} held-out questions · arms {', '.join(map(e, arms))} ·
-model {e(str(summary['config'].get('model')))} ({e(str(summary['config'].get('quantization')))}) · decoding
-{e(json.dumps(summary['config'].get('decoding')))}{_index_line(summary)}</p>
-<div class="rec"><h2>Recommendation: {e(rec['choice'])}</h2><ul>{''.join(f'<li>{e(r)}</li>' for r in rec['reasons'])}</ul>
-<p>What would change it:</p><ul>{''.join(f'<li>{e(f)}</li>' for f in rec['flips'])}</ul></div>
-<h2>Leakage</h2><p>{e(summary['leakage_statement'])}</p>
-{_fact_split_html(summary)}
-<h2>Forgetting probe</h2>{_forgetting_html(summary)}
-<h2>Training seeds</h2>{_seeds_html(summary)}
-<h2>Judge</h2>{_judge_html(summary)}
-<h2>Run record</h2>{_events_html(summary)}
-<h2>Instructions planted in documents</h2>{_injection_html(summary)}
-<h2>Quality per arm (mean with bootstrap 95% CI)</h2>{ch['quality']}
-<table><tr><th>metric</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{metric_rows}</table>
-<h2>Paired comparisons</h2><table><tr><th>difference</th><th>metric</th><th>mean [95% CI]</th><th>p (bootstrap)</th>
-<th>p (McNemar)</th><th>wins/losses/ties</th><th>significant</th></tr>{paired_rows}</table>
-<h2>Errors of the rag arms</h2><ul>{attribution or '<li>no rag arm in this run</li>'}</ul>
-<h2>Latency and cost</h2>{ch['latency']}
-<table><tr><th>arm</th><th>p50 ms</th><th>p95 ms</th><th>TTFT p50 ms</th><th>tokens/s</th><th>answers/min</th>
-<th>cost / 1k answers</th><th>one-off cost</th></tr>{lat_rows}</table>
-<p>Price: {summary['price_per_hour']} per machine-hour of measured compute. Break-even volumes:</p><ul>{be_rows}</ul>{ch['cost']}
-<h2>Answers side by side</h2><table><tr><th>id</th><th>question</th>{''.join(f'<th>{e(a)}</th>' for a in arms)}</tr>{q_rows}</table>
-</body></html>"""
+        by_q.setdefault(a["qid"], {"qid": a["qid"], "question": a["question"], "answers": {}})["answers"][a["arm"]] = a["text"]
+    questions = [{**v, "ok": {arm: bool(ok.get((arm, q))) for arm in summary["arms"]}} for q, v in sorted(by_q.items())]
+    agree = summary.get("judge_agreement")
+    events = [{**ev, "at": datetime.fromtimestamp(ev["at"]).strftime("%Y-%m-%d %H:%M:%S")} for ev in summary.get("events") or []]
+    return env.get_template("report.html").render(
+        s=summary, arms=summary["arms"], rec=summary["recommendation"], charts=charts(summary, answers),
+        decoding=json.dumps(summary["config"].get("decoding")), index_line=index_line(summary),
+        split_rows=fact_split_rows(summary), forgetting=forgetting_lines(summary), seeds=seed_lines(summary),
+        judge=summary.get("judge"), judge_failures=summary.get("judge_failures") or {},
+        agreement=agreement_line(agree) if agree else None, events=events,
+        injection=summary.get("injection") or {"passages": 0, "answers_quoting": [], "examples": []},
+        questions=questions)

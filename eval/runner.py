@@ -22,7 +22,7 @@ from eval import forgetting, history, scoring
 from eval import judge as judge_mod
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import finetune, models, rag, serving
+from pipelines import finetune_runs, generation, models, rag, serving
 from pipelines.arms import Answer, check_arm_name, finetuned_arms, get_arm, retrieval_arms
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
@@ -167,7 +167,7 @@ def _probe(run_id: str, server: serving.Server, settings: Settings, store: Store
     base = models.served_name(models.get_spec(settings.model, settings), settings)
     done = {(r["role"], r["pid"]) for r in store.probes(run_id)}
     roles = {forgetting.BASE_ROLE: base, forgetting.TUNED_ROLE: ft_model}
-    forgetting.run_probe(lambda model, prompt, system: serving.generate(server, settings, model, prompt, system).text.strip(),
+    forgetting.run_probe(lambda model, prompt, system: generation.generate(server, settings, model, prompt, system).text.strip(),
                          roles, done, lambda row: store.save_probe(run_id, row),
                          (lambda i, n: progress(i, n, "forgetting probe (base and ft)")) if progress else None,
                          settings.probe_items)
@@ -209,7 +209,7 @@ def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Set
                          name: str, log: Callable[[str], None]) -> Answer:
     """Answer one question; if Ollama went away, wait with growing pauses and bring it back.
 
-    `serving.generate` already restarts a dead server once; this outer loop covers a server that
+    `generation.generate` already restarts a dead server once; this outer loop covers a server that
     dies again or takes a while to come back. Bounded: after `answer_retries` the run stops
     (and resumes later from what is stored).
     """
@@ -231,9 +231,9 @@ def _answer_with_retries(arm: Any, qa: QA, server: serving.Server, settings: Set
         with attempt:
             if attempt.retry_state.attempt_number > 1 and server.owned:  # after the pause: bring the server back
                 with contextlib.suppress(OllamaUnavailable):
-                    serving.restart(server, settings, failures[-1])
+                    generation.restart(server, settings, failures[-1])
             a: Answer = arm.answer(qa.question)
-            if a.generation and a.generation.done_reason == serving.REPEAT_ABORT:
+            if a.generation and a.generation.done_reason == generation.REPEAT_ABORT:
                 store.add_event(run_id, "repeat_limit", f"{name}/{qa.id}: Ollama cut the answer after one token repeated "
                                                         "31 times; it is scored as given (no token counts from Ollama)")
             return a
@@ -250,13 +250,13 @@ def _record_restarts(server: serving.Server, store: Store, run_id: str, log: Cal
 def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> dict[str, Any]:
     if not ft_models:
         return {}
-    run = finetune.latest_run(corpus.name, settings)
+    run = finetune_runs.latest_run(corpus.name, settings)
     if not run:
         return {"finetune": None}
     info = {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training",
                                     "fact_coverage", "params", "mix")}
     # every eval item's fact class (taught / not taught), so the report can split each arm by it
-    guard = finetune.runs_dir(settings) / str(run["run_id"]) / "leakage.json"
+    guard = finetune_runs.runs_dir(settings) / str(run["run_id"]) / "leakage.json"
     with contextlib.suppress(OSError, ValueError):
         info["facts"] = json.loads(guard.read_text(encoding="utf-8")).get("facts")
     return {"finetune": info}

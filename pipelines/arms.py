@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipelines import finetune, models, prompts, rag, serving
+from pipelines import finetune, finetune_runs, generation, models, prompts, rag, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import InputError, UnknownNameError
@@ -55,7 +55,7 @@ class ArmKind:
         return (index_s if self.uses_retrieval else 0.0) + (finetune_s if self.uses_finetune else 0.0)
 
     def ready(self, settings: Settings, corpus: Corpus) -> Ready | Missing:
-        if self.uses_finetune and finetune.latest_run(corpus.name, settings) is None:
+        if self.uses_finetune and finetune_runs.latest_run(corpus.name, settings) is None:
             return Missing(self.name, f"a fine-tuned {settings.model} model of corpus '{corpus.name}'", "finetune")
         if self.uses_retrieval and rag.index_record(corpus, settings) is None:
             return Missing(self.name, f"the index of corpus '{corpus.name}'", "index")
@@ -104,7 +104,7 @@ class Answer:
     question: str
     text: str
     model: str
-    generation: serving.Generation
+    generation: generation.Generation
     passages: list[Passage] = field(default_factory=list)
     retrieval_ms: float = 0.0
 
@@ -127,7 +127,7 @@ class ClosedBookArm:
 
     def answer(self, question: str, on_token: Callable[[str], None] | None = None) -> Answer:
         check_question(question, self.settings)
-        gen = serving.generate(self.server, self.settings, self.model, question, CLOSED_BOOK_SYSTEM, on_token)
+        gen = generation.generate(self.server, self.settings, self.model, question, CLOSED_BOOK_SYSTEM, on_token)
         return Answer(arm=self.name, question=question, text=gen.text.strip(), model=self.model, generation=gen)
 
 
@@ -145,7 +145,7 @@ class RetrievalArm:
         check_question(question, self.settings)
         hits, retrieval_ms = rag.retrieve(self.corpus, question, self.settings)
         prompt = prompts.build_prompt(question, hits)
-        gen = serving.generate(self.server, self.settings, self.model, prompt, prompts.RAG_SYSTEM, on_token)
+        gen = generation.generate(self.server, self.settings, self.model, prompt, prompts.RAG_SYSTEM, on_token)
         passages = [Passage(h.id, h.text, h.score, h.doc_id) for h in hits]
         return Answer(self.name, question, gen.text.strip(), self.model, gen, passages, retrieval_ms)
 

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     max_tokens: int = 128
     num_ctx: int = 2048
     # Off: every answer starts from an empty prompt cache, so it never depends on the request
-    # before it (serving.forget_prompt); on: faster prefill, answers reproducible only in order.
+    # before it (generation.forget_prompt); on: faster prefill, answers reproducible only in order.
     prompt_cache: bool = False
 
     # LLM judge (optional). No base URL → the judge is a model on ragft's own Ollama. The API

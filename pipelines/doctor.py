@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 
 from pipelines import corpus as corpora
-from pipelines import finetune, models, rag, serving
+from pipelines import finetune_runs, generation, models, ollama_build, rag, serving
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 
@@ -24,7 +24,7 @@ def run_checks(settings: Settings) -> list[Check]:
     """Look, never change: nothing is built, started or downloaded here."""
     checks: list[Check] = []
     try:
-        binary = serving.find_binary(settings)
+        binary = ollama_build.find_binary(settings)
     except RagftError as exc:
         binary = None
         checks.append(Check("ollama binary", False, exc.message, exc.fix or ""))
@@ -33,8 +33,8 @@ def run_checks(settings: Settings) -> list[Check]:
             checks.append(Check("ollama binary", True, f"{binary.path} (version {binary.version}, from {binary.source})"))
         else:
             go = shutil.which("go")
-            fix = "run `ragft setup` (builds it with Go)" if go else serving._GET_OLLAMA.format(
-                module=serving.OLLAMA_MODULE, version=settings.ollama_version)
+            fix = "run `ragft setup` (builds it with Go)" if go else ollama_build._GET_OLLAMA.format(
+                module=ollama_build.OLLAMA_MODULE, version=settings.ollama_version)
             checks.append(Check("ollama binary", False, "not found on PATH or in the cache", fix))
 
     server = serving.running_server(settings)
@@ -55,7 +55,7 @@ def run_checks(settings: Settings) -> list[Check]:
         checks.append(Check("base weights", ready, f"{spec.name}: {weights}" + ("" if ready else " (not prepared)"),
                             "" if ready else "run `ragft setup`"))
         if server:
-            served = serving.has_model(server, settings, name)
+            served = generation.has_model(server, settings, name)
             checks.append(Check("served model", served, name + ("" if served else " (missing on the server)"),
                                 "" if served else "run `ragft setup`"))
 
@@ -82,7 +82,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[str, object]]:
     """Every base model ragft knows: prepared (weights converted) and served (on the server now)."""
-    served = serving.served_models(server, settings) if server else {}
+    served = generation.served_models(server, settings) if server else {}
     rows: list[dict[str, object]] = []
     try:
         names = models.known_models(settings)
@@ -109,7 +109,7 @@ def model_rows(settings: Settings, server: serving.Server | None) -> list[dict[s
 
 def corpus_rows(settings: Settings, server: serving.Server | None) -> list[dict[str, object]]:
     """Every corpus with its documents, questions, index and newest fine-tuned model."""
-    served = serving.served_models(server, settings) if server else {}
+    served = generation.served_models(server, settings) if server else {}
     rows: list[dict[str, object]] = []
     for name, path in corpora.list_corpora(settings).items():
         row: dict[str, object] = {"corpus": name, "bundled": path.parent == corpora.BUNDLED_DIR, "path": str(path)}
@@ -119,7 +119,7 @@ def corpus_rows(settings: Settings, server: serving.Server | None) -> list[dict[
             rows.append({**row, "problem": exc.message, "fix": exc.fix or ""})
             continue
         record = rag.index_record(c, settings)
-        run = finetune.latest_run(c.name, settings)
+        run = finetune_runs.latest_run(c.name, settings)
         ft_model = str(run["ollama_model"]) if run else None
         rows.append({**row, "docs": len(c.doc_paths), "eval": len(c.eval), "train": len(c.train), "license": c.license,
                      "index chunks": int(record["chunks"]) if record else None,

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from pipelines import db as sqlite_db
+from pipelines import procs
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 
@@ -95,27 +95,27 @@ def _db_path(settings: Settings) -> Path:
 def _connect(settings: Settings, write: bool = False) -> Iterator[sqlite3.Connection]:
     path = _db_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=30000")
+        db = sqlite_db.connect(path)
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, exc) from exc
+    try:
         db.executescript(SCHEMA)
         db.row_factory = sqlite3.Row
         if write:  # one writer at a time across processes: the dedupe check and the insert are atomic
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_db.immediate(db):
                 yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         else:
             yield db
     except sqlite3.DatabaseError as exc:
-        raise JobError(f"the job database {path} cannot be used: {exc}",
-                       f"move it aside (e.g. `mv {path} {path}.broken`); running jobs keep running") from exc
+        raise _unusable(path, exc) from exc
     finally:
         db.close()
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> JobError:
+    return JobError(f"the job database {path} cannot be used: {exc}",
+                    f"move it aside (e.g. `mv {path} {path}.broken`); running jobs keep running")
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -167,31 +167,9 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
             except OSError as exc:
                 raise JobError(f"could not start `{' '.join(argv)}`: {exc}", "check that ragft is installed") from exc
         db.execute("UPDATE jobs SET pid=?, pid_started=?, log_path=? WHERE id=?",
-                   (proc.pid, process_started(proc.pid), str(log_path), job_id))
+                   (proc.pid, procs.process_started(proc.pid), str(log_path), job_id))
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
     return _job(row)
-
-
-def process_started(pid: int) -> float | None:
-    """A process's start time: with the pid, its identity (a reused pid has another start time)."""
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-def _alive(pid: int | None, pid_started: float | None) -> bool:
-    if pid is None:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it (no zombie left behind)
-    try:
-        proc = psutil.Process(pid)
-        if pid_started is not None and abs(proc.create_time() - pid_started) > 0.5:
-            return False  # the pid was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _refresh(db: sqlite3.Connection, job: Job) -> Job:
@@ -203,7 +181,7 @@ def _refresh(db: sqlite3.Connection, job: Job) -> Job:
     if rc_file.is_file():
         with contextlib.suppress(ValueError, OSError):
             code = int(rc_file.read_text(encoding="ascii").strip())
-    elif _alive(job.pid, job.pid_started):
+    elif procs.alive(job.pid, job.pid_started):
         return job
     # Exit 0 is done even when a cancel came too late; no exit code at all means killed from outside.
     status = DONE if code == 0 else CANCELLED if job.cancel_requested else FAILED
@@ -247,32 +225,8 @@ def cancel(settings: Settings, job_id: int, grace_s: float = 10.0) -> Job:
         return job
     with _connect(settings, write=True) as db:
         db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-    pgid = job.pid  # the wrapper leads its own session, so its pid is the group id
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(pgid):
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _group_alive(pgid):
-            time.sleep(0.1)
+    procs.end_group(job.pid, grace_s)  # the wrapper leads its own session: its pid is the group id
     return get(settings, job_id)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is still in the group."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pgid, os.WNOHANG)
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, PermissionError, OSError):
-            continue
-    return False
 
 
 # ---------------------------------------------------------------- the wrapper process

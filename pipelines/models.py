@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import local_models, serving
+from pipelines import generation, local_models, serving
 from pipelines.config import Settings
 from pipelines.errors import ModelPrepError, OllamaUnavailable, UnknownNameError
 from pipelines.files import safe_name, sha256_file
@@ -347,7 +347,7 @@ def modelfile(spec: ModelSpec, weights: Path) -> str:
 def ensure_served(spec: ModelSpec, settings: Settings, server: serving.Server, log: Log = print) -> str:
     """Make sure the server has the base model; returns its Ollama name."""
     name = served_name(spec, settings)
-    if serving.has_model(server, settings, name):
+    if generation.has_model(server, settings, name):
         return name
     if spec.ollama_model:
         raise ModelPrepError(f"Ollama model '{name}' is not on {server.url}", f"run `ollama pull {name}` there first")
@@ -375,7 +375,7 @@ def create_checked(server: serving.Server, settings: Settings, name: str, modelf
         if problem is None:
             log(f"created {name} in {time.monotonic() - started:.0f} s")
             return
-        serving.delete_model(server, settings, name)
+        generation.delete_model(server, settings, name)
         log(f"{name} failed its smoke test ({problem}); " + ("recreating it" if attempt == 1 else "giving up"))
     raise ModelPrepError(
         f"the Ollama model {name} is broken after conversion: {problem}",
@@ -393,24 +393,24 @@ def _create_quantised(server: serving.Server, settings: Settings, name: str, mod
     load, quantising is correct. Loading the f16 model for one token costs about a second.
     """
     if settings.quantization == "f16":
-        serving.create_model(server, settings, name, modelfile_text, None)
+        generation.create_model(server, settings, name, modelfile_text, None)
         return
     staging = f"ragft-staging-{safe_name(name)}-f16"
-    serving.create_model(server, settings, staging, modelfile_text, None)
+    generation.create_model(server, settings, staging, modelfile_text, None)
     try:
-        serving.generate(server, settings.model_copy(update={"max_tokens": 1}), staging, "Hi")
+        generation.generate(server, settings.model_copy(update={"max_tokens": 1}), staging, "Hi")
         rest = modelfile_text.split("\n", 1)[1]  # modelfile() puts FROM on its first line
-        serving.create_model(server, settings, name, f"FROM {staging}\n{rest}", settings.quantization)
+        generation.create_model(server, settings, name, f"FROM {staging}\n{rest}", settings.quantization)
     finally:
         with contextlib.suppress(Exception):  # a staging model left behind is harmless; never mask the real error
-            serving.delete_model(server, settings, staging)
+            generation.delete_model(server, settings, staging)
 
 
 def _smoke_test(server: serving.Server, settings: Settings, name: str) -> str | None:
 
     probe = settings.model_copy(update={"max_tokens": 16})
     try:
-        gen = serving.generate(server, probe, name, "Say hello in one short sentence.")
+        gen = generation.generate(server, probe, name, "Say hello in one short sentence.")
     except OllamaUnavailable as exc:
         return exc.message
     if looks_degenerate(gen.text):

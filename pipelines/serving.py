@@ -1,250 +1,29 @@
-"""Ollama: find or build the binary, run `ollama serve` on loopback, create models, generate.
+"""The Ollama server: `ollama serve` on loopback with its models inside ragft's data dir.
 
 Every arm is served by this one server so that decoding, quantisation and runtime are
-identical; this module is the only place that starts processes or talks to Ollama.
+identical; this module is the only place that starts or stops it (the binary comes from
+`ollama_build`, requests go through `generation`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import re
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import ollama
-import tenacity
+import psutil
+from filelock import FileLock
 
-from pipelines import files
+from pipelines import files, procs
 from pipelines.config import Settings
-from pipelines.errors import ConfigError, ModelPrepError, OllamaUnavailable
-from pipelines.jobs import process_started  # the same start-time identity jobs use for their processes
-
-Log = Callable[[str], None]
-OLLAMA_MODULE = "github.com/ollama/ollama"
-_GET_OLLAMA = (
-    "install Ollama so that `ollama` is on PATH (or set RAGFT_OLLAMA_HOST to a running server), "
-    "or install Go >= 1.24 so that ragft can build it: `go install {module}@{version}`"
-)
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-# ---------------------------------------------------------------- binary
-
-
-@dataclass(frozen=True)
-class OllamaBinary:
-    path: Path
-    version: str
-    source: str  # "configured" | "PATH" | "cache" | "built"
-
-
-def binary_version(path: Path) -> str:
-    """The client version the binary reports (it needs no server for that)."""
-    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{free_port()}")  # never probe someone else's server
-    try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise OllamaUnavailable(f"{path} does not run: {exc}", "remove it so that ragft rebuilds it") from exc
-    match = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
-    if not match:
-        raise OllamaUnavailable(f"{path} did not report a version: {(out.stdout + out.stderr).strip()[:200]}")
-    return match.group(1)
-
-
-def cached_binary_path(settings: Settings) -> Path:
-    return settings.bin_dir / "ollama"
-
-
-def find_binary(settings: Settings) -> OllamaBinary | None:
-    """An explicit RAGFT_OLLAMA_BIN, else `ollama` on PATH, else ragft's cached build."""
-    candidates: list[tuple[Path | None, str]] = [
-        (settings.ollama_bin, "configured"),
-        (Path(p) if (p := shutil.which("ollama")) else None, "PATH"),
-        (cached_binary_path(settings), "cache"),
-    ]
-    for path, source in candidates:
-        if path is not None and path.is_file() and os.access(path, os.X_OK):
-            return OllamaBinary(path, binary_version(path), source)
-        if source == "configured" and path is not None:
-            raise OllamaUnavailable(f"RAGFT_OLLAMA_BIN={path} is not an executable file", "point it at an ollama binary or unset it")
-    return None
-
-
-# ggml's CPU kernels need native SIMD to be fast, hence -march=native. On a CPU with AMX
-# (Intel Xeon Sapphire Rapids and later) -march=native also defines __AMX_INT8__, and then
-# ggml-cpu.cpp calls ggml_backend_amx_buffer_type(); but ggml-cpu/amx/ has no Go file in the
-# v0.11.4 module, so cgo never compiles amx.cpp and the link fails. Compiling those kernels
-# would mean patching a module we do not vendor, so ragft turns AMX off instead: the same
-# AVX-512/AVX2 kernels every other x86-64 CPU runs, and a build that links everywhere.
-BASE_FLAGS = ("-O3", "-march=native")
-AMX_OFF = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
-_AMX_MACROS = ("__AMX_TILE__", "__AMX_INT8__", "__AMX_BF16__")
-
-
-def cpu_flags(cpuinfo: str) -> set[str]:
-    """The feature flags of /proc/cpuinfo (the union over cores; x86 names them `flags`)."""
-    found: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found.update(value.split())
-    return found
-
-
-@functools.cache  # `go env` is asked once per process, not once per flag probed
-def _compiler(name: str, default: str) -> str:
-    go = shutil.which("go")
-    if go:
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            out = subprocess.run([go, "env", name], capture_output=True, text=True, timeout=30).stdout.strip()
-            if out:
-                return out.split()[0]
-    return os.environ.get(name) or default
-
-
-def compiler_accepts(flag: str, compilers: tuple[str, ...] | None = None) -> bool:
-    """Whether cgo's C and C++ compilers both take `flag` (old ones know no -mno-amx-*)."""
-    for cc in compilers or (_compiler("CC", "gcc"), _compiler("CXX", "g++")):
-        try:
-            proc = subprocess.run([cc, flag, "-x", "c", "-fsyntax-only", "-"], input="int x;\n",
-                                  capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        if proc.returncode != 0:
-            return False
-    return True
-
-
-def native_macros(compiler: str | None = None) -> set[str]:
-    """The AMX macros `-march=native` defines here: the compiler's own view of the CPU."""
-    cc = compiler or _compiler("CC", "gcc")
-    try:
-        out = subprocess.run([cc, *BASE_FLAGS, "-dM", "-E", "-x", "c", "-"], input="", capture_output=True,
-                             text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return set()
-    return {m for m in _AMX_MACROS if f"#define {m} " in out}
-
-
-@dataclass(frozen=True)
-class BuildFlags:
-    flags: str
-    amx: list[str]  # AMX features seen (cpuinfo flags or compiler macros); empty on most CPUs
-    why: str
-
-
-def build_flags(cpuinfo: str, accepts: Callable[[str], bool], macros: set[str] | frozenset[str] = frozenset(),
-                override: str | None = None) -> BuildFlags:
-    """CGO_CFLAGS/CGO_CXXFLAGS for the Ollama build on this CPU (pure: inputs are passed in)."""
-    amx = sorted({f for f in cpu_flags(cpuinfo) if f.startswith("amx")} | set(macros))
-    if override:
-        return BuildFlags(override, amx, "RAGFT_OLLAMA_CFLAGS")
-    if not amx:
-        return BuildFlags(" ".join(BASE_FLAGS), amx, "no AMX on this CPU")
-    off = [f for f in AMX_OFF if accepts(f)]
-    # A compiler that knows no -mno-amx-* cannot define __AMX_*__ either, so nothing is lost.
-    return BuildFlags(" ".join((*BASE_FLAGS, *off)), amx,
-                      "AMX turned off: ggml's AMX kernels are not compiled by cgo in this Ollama module")
-
-
-def read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def machine_build_flags(settings: Settings) -> BuildFlags:
-    return build_flags(read_cpuinfo(), compiler_accepts, native_macros(), settings.ollama_cflags)
-
-
-def build_record(settings: Settings) -> dict[str, object] | None:
-    """What build.json says of the cached binary (flags, seconds), if ragft built it."""
-    return files.read_json(settings.bin_dir / "build.json")
-
-
-def go_install(go: str, version: str, flags: str, gobin: Path) -> subprocess.CompletedProcess[str]:
-    """`go install` of the Ollama module with cgo `flags` into `gobin` (the build itself, nothing else)."""
-    env = dict(os.environ, CGO_ENABLED="1", CGO_CFLAGS=flags, CGO_CXXFLAGS=flags, GOBIN=str(gobin))
-    return subprocess.run(
-        # go install leaves the version at 0.0.0 unless the release's ldflag is set
-        [go, "install", f"-ldflags=-X {OLLAMA_MODULE}/version.Version={version.lstrip('v')}", f"{OLLAMA_MODULE}@{version}"],
-        env=env, capture_output=True, text=True,
-    )
-
-
-def build_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
-    """`go install` Ollama into the cache. Nothing is left behind when it fails."""
-    go = shutil.which("go")
-    if go is None:
-        raise OllamaUnavailable(
-            "no Ollama binary was found and Go is not installed to build one",
-            _GET_OLLAMA.format(module=OLLAMA_MODULE, version=settings.ollama_version),
-        )
-    settings.bin_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.bin_dir))
-    chosen = machine_build_flags(settings)
-    flags = chosen.flags
-    log(f"building Ollama {settings.ollama_version} from the Go module proxy (several minutes, once per machine); "
-        f"CGO_CFLAGS={flags!r} ({chosen.why})")
-    started = time.monotonic()
-    try:
-        proc = go_install(go, settings.ollama_version, flags, staging)
-        if proc.returncode != 0 or not (staging / "ollama").is_file():
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise OllamaUnavailable(
-                f"building Ollama {settings.ollama_version} with CGO_CFLAGS=CGO_CXXFLAGS={flags!r} failed "
-                f"(exit {proc.returncode}):\n{tail}",
-                "set RAGFT_OLLAMA_CFLAGS to flags your compiler and CPU accept (e.g. '-O3 -march=x86-64-v2'), or "
-                + _GET_OLLAMA.format(module=OLLAMA_MODULE, version=settings.ollama_version),
-            )
-        target = cached_binary_path(settings)
-        os.replace(staging / "ollama", target)  # atomic: a half-built binary is never in place
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    seconds = time.monotonic() - started
-    version = binary_version(target)
-    files.write_json(settings.bin_dir / "build.json", {"version": version, "build_seconds": round(seconds, 1),
-                                                       "flags": flags, "amx": chosen.amx, "why": chosen.why})
-    log(f"built Ollama {version} in {seconds:.0f} s → {target}")
-    return OllamaBinary(target, version, "built")
-
-
-def ensure_binary(settings: Settings, log: Log = _quiet) -> OllamaBinary:
-    return find_binary(settings) or build_binary(settings, log)
-
-
-# ---------------------------------------------------------------- server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
+from pipelines.errors import OllamaUnavailable
+from pipelines.ollama_build import Log, _quiet, ensure_binary
 
 
 def server_version(url: str, timeout: float = 2.0) -> str | None:
@@ -281,26 +60,10 @@ def _state_path(settings: Settings) -> Path:
     return settings.ollama_dir / "server.json"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as dead
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def _is_our_server(state: Server) -> bool:
     """The pid in server.json is still the `ollama serve` ragft started — not a process that got
     the same pid after a reboot or a crash (which `serve stop` would otherwise kill)."""
-    import psutil
-
-    if not state.pid or not _pid_alive(state.pid):
+    if not procs.alive(state.pid):
         return False
     try:
         proc = psutil.Process(state.pid)
@@ -341,12 +104,12 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
     _kill_runners(settings)  # left over by a server of this data dir that died
     log_path = settings.ollama_dir / "server.log"
     port = settings.ollama_port
-    if port and port_in_use(port):
+    if port and procs.port_in_use(port):
         log(f"port {port} is in use; picking a free one")
         port = 0
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between probing and binding
-        use_port = port or free_port()
+        use_port = port or procs.free_port()
         env = dict(
             os.environ,
             OLLAMA_HOST=f"127.0.0.1:{use_port}",
@@ -370,14 +133,14 @@ def start_server(settings: Settings, log: Log = _quiet) -> Server:
         while time.monotonic() < deadline:
             if (version := server_version(url, timeout=1.0)) is not None:
                 server = Server(url, proc.pid, str(settings.ollama_models_dir), str(binary.path), version,
-                                started=process_started(proc.pid))
+                                started=procs.process_started(proc.pid))
                 _write_state(settings, server)
                 log(f"Ollama {version} serving on {url} (pid {proc.pid})")
                 return server
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
-        _terminate(proc.pid)
+        procs.end_group(proc.pid)
         last_error = _tail(log_path)
         if "address already in use" not in last_error:
             break
@@ -398,8 +161,6 @@ def _write_state(settings: Settings, server: Server) -> None:
 
 def _runner_pids(settings: Settings) -> list[int]:
     """`ollama runner` processes serving models from this data dir's models directory."""
-    import psutil
-
     needle = str(settings.ollama_models_dir)
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -417,27 +178,6 @@ def _kill_runners(settings: Settings) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _terminate(pid: int, grace_s: float = 10.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            if not _pid_alive(pid):
-                return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
 def ensure_server(settings: Settings, log: Log = _quiet) -> Server:
     """Reuse a healthy server (OLLAMA_HOST or ragft's own), else start one."""
     if (server := running_server(settings)) is not None:
@@ -449,8 +189,6 @@ def ensure_server(settings: Settings, log: Log = _quiet) -> Server:
         )
     # Check-and-start is one step across processes: two commands starting at once would otherwise
     # each start a server, the second killing the first's runners and orphaning it.
-    from filelock import FileLock
-
     settings.ollama_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(settings.ollama_dir / "server.lock")):
         if (server := running_server(settings)) is not None:
@@ -467,197 +205,7 @@ def stop_server(settings: Settings) -> bool:
         return False
     was_running = _is_our_server(state)
     if state.pid and was_running:
-        _terminate(state.pid)
+        procs.end_group(state.pid)
     _kill_runners(settings)
     path.unlink(missing_ok=True)
     return was_running
-
-
-# ---------------------------------------------------------------- models on the server
-
-
-def client(server: Server, settings: Settings) -> ollama.Client:
-    return ollama.Client(host=server.url, timeout=settings.request_timeout_s)
-
-
-def served_models(server: Server, settings: Settings) -> dict[str, int]:
-    """Model name → size in bytes for every model the server has."""
-    return {m.model: int(m.size or 0) for m in client(server, settings).list().models if m.model}
-
-
-def has_model(server: Server, settings: Settings, name: str) -> bool:
-    names = served_models(server, settings)
-    return name in names or f"{name}:latest" in names
-
-
-def create_model(server: Server, settings: Settings, name: str, modelfile: str, quantize: str | None) -> None:
-    """`ollama create` through the CLI, which uploads local weight directories as blobs."""
-    binary = ensure_binary(settings)
-    with tempfile.TemporaryDirectory(prefix="ragft-modelfile-") as tmp:
-        mf = Path(tmp) / "Modelfile"
-        mf.write_text(modelfile, encoding="utf-8")
-        cmd = [str(binary.path), "create", name, "-f", str(mf)]
-        if quantize and quantize != "f16":
-            cmd += ["--quantize", quantize]
-        env = dict(os.environ, OLLAMA_HOST=server.url.removeprefix("http://"))
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-8:])
-        raise ModelPrepError(f"`ollama create {name}` failed:\n{tail}", "run `ragft doctor` and retry `ragft setup`")
-
-
-def delete_model(server: Server, settings: Settings, name: str) -> None:
-    client(server, settings).delete(name)
-
-
-# ---------------------------------------------------------------- generation
-
-
-@dataclass
-class Generation:
-    """One answer from Ollama with the timings it reported (durations in ms)."""
-
-    text: str
-    model: str
-    ttft_ms: float  # measured here: request sent → first non-empty token received
-    total_ms: float  # measured here: request sent → last chunk received
-    load_ms: float
-    prompt_tokens: int
-    prompt_ms: float
-    output_tokens: int
-    eval_ms: float
-    done_reason: str | None
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.output_tokens / (self.eval_ms / 1000) if self.eval_ms > 0 else 0.0
-
-    @property
-    def prompt_tokens_per_s(self) -> float:
-        return self.prompt_tokens / (self.prompt_ms / 1000) if self.prompt_ms > 0 else 0.0
-
-
-def _stream(server: Server, settings: Settings, model: str, prompt: str, system: str | None) -> Iterator[ollama.GenerateResponse]:
-    return client(server, settings).generate(
-        model=model, prompt=prompt, system=system or "", stream=True,
-        options=settings.decoding_options(), keep_alive="30m",
-    )
-
-
-def generate(
-    server: Server,
-    settings: Settings,
-    model: str,
-    prompt: str,
-    system: str | None = None,
-    on_token: Callable[[str], None] | None = None,
-) -> Generation:
-    """Stream one completion with the shared decoding options; restart a dead owned server once."""
-    def bring_back(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        restart(server, settings, f"{type(exc).__name__} while generating with {model}")
-
-    try:
-        for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(2 if server.owned else 1),
-                                         retry=tenacity.retry_if_exception_type(_GONE), before_sleep=bring_back,
-                                         reraise=True):
-            with attempt:
-                return _generate_once(server, settings, model, prompt, system, on_token)
-    except _GONE as exc:
-        raise OllamaUnavailable(f"Ollama at {server.url} is not answering: {exc}", "run `ragft doctor`") from exc
-    except ollama.ResponseError as exc:
-        if exc.status_code == 404:
-            raise ModelPrepError(f"model '{model}' is not on the server", "run `ragft setup`") from exc
-        raise OllamaUnavailable(f"Ollama refused the request: {exc.error}") from exc
-    raise AssertionError("unreachable: tenacity returns or re-raises")
-
-
-# What a server that died or restarted looks like to a client mid-request.
-_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, ConnectionError)
-
-
-_restart_lock = threading.Lock()
-
-
-def restart(server: Server, settings: Settings, reason: str) -> None:
-    """Bring a dead owned server back (once, however many threads noticed) and point `server` at it."""
-    with _restart_lock:
-        old = server.url
-        fresh = ensure_server(settings)  # a healthy server (another thread's restart) is reused
-        if fresh.url != old or fresh.pid != server.pid:
-            server.restarts.append(f"Ollama at {old} stopped answering ({reason}); now {fresh.url} (pid {fresh.pid})")
-        server.url, server.pid = fresh.url, fresh.pid
-
-
-def forget_prompt(server: Server, settings: Settings, model: str) -> None:
-    """Leave the model's prompt cache holding nothing a real prompt starts with.
-
-    Ollama 0.11.4 always reuses the longest cached prefix of the previous request, and a prompt
-    evaluated in two batches (cached prefix + rest) gets logits that differ in the last bits
-    from one evaluated in one batch: at temperature 0 a long answer then diverges, so an answer
-    would depend on the request before it (a resumed run would not equal an uninterrupted one).
-    One raw newline, one token, with the same options (no model reload), costs a few tens of ms
-    and happens before the timed request.
-    """
-    client(server, settings).generate(model=model, prompt="\n", raw=True, keep_alive="30m",
-                                      options={**settings.decoding_options(), "num_predict": 1})
-
-
-REPEAT_ABORT = "repeat-limit"  # done_reason of an answer Ollama cut for repeating one token
-_REPEAT_LIMIT = 30  # Ollama 0.11.4 aborts once a token repeats more than this many times
-
-
-def repeat_aborted(parts: list[str]) -> bool:
-    """The streamed pieces end in the run of identical tokens that makes Ollama abort a prediction."""
-    tail = [p.strip() for p in parts[-(_REPEAT_LIMIT + 1):]]
-    return len(tail) == _REPEAT_LIMIT + 1 and len(set(tail)) == 1
-
-
-def _generate_once(server: Server, settings: Settings, model: str, prompt: str, system: str | None,
-                   on_token: Callable[[str], None] | None) -> Generation:
-    if not settings.prompt_cache:
-        forget_prompt(server, settings, model)
-    started = time.perf_counter()
-    ttft: float | None = None
-    parts: list[str] = []
-    final: ollama.GenerateResponse | None = None
-    for chunk in _stream(server, settings, model, prompt, system):
-        if chunk.response:
-            if ttft is None:
-                ttft = (time.perf_counter() - started) * 1000
-            parts.append(chunk.response)
-            if on_token:
-                on_token(chunk.response)
-        if chunk.done:
-            final = chunk
-    total = (time.perf_counter() - started) * 1000
-    if final is None and repeat_aborted(parts):
-        # Ollama 0.11.4 (llm/server.go) ends a prediction after 31 identical tokens and closes the
-        # stream with no final chunk, so no token counts or timings: the answer is what it sent,
-        # timed by our clock, with one token per streamed chunk.
-        first = ttft if ttft is not None else total
-        return Generation(text="".join(parts), model=model, ttft_ms=first, total_ms=total, load_ms=0.0,
-                          prompt_tokens=0, prompt_ms=first, output_tokens=len(parts), eval_ms=total - first,
-                          done_reason=REPEAT_ABORT)
-    if final is None:
-        raise OllamaUnavailable(f"Ollama closed the stream for '{model}' before it was done")
-    ns = 1e-6
-    used = (final.prompt_eval_count or 0) + (final.eval_count or 0)
-    if used >= settings.num_ctx:
-        # Ollama cuts a prompt that does not fit num_ctx (and shifts the window while decoding)
-        # without an error: the answer would come from a prompt other than the one shown.
-        raise ConfigError(f"'{model}' filled its context window: {final.prompt_eval_count} prompt + "
-                          f"{final.eval_count} answer tokens ≥ num_ctx {settings.num_ctx}, so Ollama cut the prompt",
-                          f"raise RAGFT_NUM_CTX (now {settings.num_ctx}) or lower top_k/chunk_size")
-    return Generation(
-        text="".join(parts),
-        model=model,
-        ttft_ms=ttft if ttft is not None else total,
-        total_ms=total,
-        load_ms=(final.load_duration or 0) * ns,
-        prompt_tokens=final.prompt_eval_count or 0,
-        prompt_ms=(final.prompt_eval_duration or 0) * ns,
-        output_tokens=final.eval_count or 0,
-        eval_ms=(final.eval_duration or 0) * ns,
-        done_reason=final.done_reason,
-    )

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import ollama
 
-from pipelines import files, models, serving
+from pipelines import files, generation, models, serving
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
 from pipelines.errors import UnknownNameError
@@ -83,7 +83,7 @@ def teacher_model(settings: Settings, server: serving.Server, log: Callable[[str
     try:
         spec = models.get_spec(name, settings)
     except UnknownNameError:
-        if serving.has_model(server, settings, name):
+        if generation.has_model(server, settings, name):
             return name
         raise TrainingError(f"teacher model '{name}' is neither a ragft model nor on the Ollama server",
                             f"known models: {', '.join(models.known_models(settings))}; or pull it into the "
@@ -133,7 +133,7 @@ def write_pairs(corpus: Corpus, chunks: list[tuple[str, str]], settings: Setting
     teacher = teacher_model(settings, server, log)
     path = _cache_path(corpus, settings, teacher)
     cached = _read_cache(path)
-    client = serving.client(server, settings)
+    client = generation.client(server, settings)
     out: list[Pair] = []
     seen: set[str] = set()
     from_cache = failed = dropped = 0

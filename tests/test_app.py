@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from eval.metrics import answer_scores
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import finetune, jobs, rag, serving
+from pipelines import finetune_runs, jobs, rag, serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
 from tests.helpers import encrypted_pdf
@@ -298,8 +298,8 @@ def test_finetune_job_cancels_and_resumes(live_env: None, base_model: str, setti
     job = jobs.latest(settings, "finetune")
     assert job is not None and job.running and "--checkpoint-every 1" in job.command
     deadline = time.monotonic() + 1800  # hang protection only
-    while not ((run := finetune.find_run("port-vellmar", settings, job.started))
-               and finetune.training_progress(finetune.runs_dir(settings) / run["run_id"])["resumable"]):
+    while not ((run := finetune_runs.find_run("port-vellmar", settings, job.started))
+               and finetune_runs.training_progress(finetune_runs.runs_dir(settings) / run["run_id"])["resumable"]):
         assert time.monotonic() < deadline and jobs.get(settings, job.id).running, jobs.get(settings, job.id).log_tail()
         time.sleep(1)
     at.run()
@@ -314,5 +314,5 @@ def test_finetune_job_cancels_and_resumes(live_env: None, base_model: str, setti
     resumed = jobs.latest(settings, "finetune")
     assert resumed is not None and resumed.id != job.id and f"--resume {run['run_id']}" in resumed.command
     assert _wait_job(settings, "finetune").status == jobs.DONE, resumed.log_tail(60)
-    record = finetune.load_run(finetune.runs_dir(settings) / run["run_id"])
+    record = finetune_runs.load_run(finetune_runs.runs_dir(settings) / run["run_id"])
     assert record["status"] == "served" and record["training"]["steps"] == record["training"]["total_steps"]

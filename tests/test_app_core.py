@@ -12,7 +12,7 @@ from eval.metrics import answer_scores
 from eval.report import chart_specs, question_rows, summarise
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import doctor, finetune, rag
+from pipelines import doctor, finetune_runs, importers, rag
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
 from tests.helpers import encrypted_pdf, make_corpus, text_pdf
@@ -23,7 +23,7 @@ def test_uploads_are_checked_one_by_one(settings: Settings) -> None:
     files = [("Harbour Notes.MD", b"# Harbour\n\nThe pier opens at dawn."), ("report.pdf", text_pdf("Ferry at noon")),
              ("locked.pdf", encrypted_pdf()), ("../escape.txt", b"x"), ("big.txt", b"a" * 2000),
              ("tool.exe", b"MZ"), ("latin.txt", "caf\u00e9".encode("latin-1"))]
-    root, added, problems = corpora.add_uploads(files, settings, "My Uploads")
+    root, added, problems = importers.add_uploads(files, settings, "My Uploads")
     assert root == corpora.corpora_dir(settings) / "my-uploads" and sorted(added) == ["harbour-notes", "report"]
     text = "\n".join(problems)
     for needle in ("locked.pdf: encrypted PDF", "'../escape.txt' is not allowed", "above the limit of 0.001 MB",
@@ -34,25 +34,25 @@ def test_uploads_are_checked_one_by_one(settings: Settings) -> None:
     assert sorted(c.doc_paths) == ["harbour-notes", "report"] and c.eval == []
     assert not list(corpora.corpora_dir(settings).glob(".my-uploads-upload-*"))  # no staging left behind
 
-    _, added, problems = corpora.add_uploads([("more.txt", b"Second upload.")], settings, "my-uploads")
+    _, added, problems = importers.add_uploads([("more.txt", b"Second upload.")], settings, "my-uploads")
     assert added == ["more"] and problems == [] and len(corpora.load("my-uploads", settings).doc_paths) == 3
     with pytest.raises(CorpusError, match="bundled corpus"):
-        corpora.add_uploads([("x.txt", b"x")], settings, "port-vellmar")
-    _, added, problems = corpora.add_uploads([("empty.txt", b"")], settings, "nothing-good")
+        importers.add_uploads([("x.txt", b"x")], settings, "port-vellmar")
+    _, added, problems = importers.add_uploads([("empty.txt", b"")], settings, "nothing-good")
     assert added == [] and "empty file" in problems[0] and "nothing-good" not in corpora.list_corpora(settings)
 
 
 def test_squad_upload_imports_like_the_cli(settings: Settings, squad_file: Path) -> None:
-    path = corpora.import_squad_upload("squad-dev-4-articles.json", squad_file.read_bytes(), settings, "sq", ["Chloroplast"])
+    path = importers.import_squad_upload("squad-dev-4-articles.json", squad_file.read_bytes(), settings, "sq", ["Chloroplast"])
     c = corpora.load(str(path), settings)
     assert len(c.doc_paths) == 63 and "squad-dev-4-articles.json" in c.source
     with pytest.raises(CorpusError, match="not a .json file"):
-        corpora.import_squad_upload("notes.txt", b"{}", settings, "x")
+        importers.import_squad_upload("notes.txt", b"{}", settings, "x")
     with pytest.raises(CorpusError, match="not a SQuAD v1.1 json file"):
-        corpora.import_squad_upload("bad.json", b"{\"version\": 1}", settings, "x")
+        importers.import_squad_upload("bad.json", b"{\"version\": 1}", settings, "x")
     settings.max_file_mb = 0.001
     with pytest.raises(CorpusError, match="above the limit"):
-        corpora.import_squad_upload("squad.json", squad_file.read_bytes(), settings, "y")
+        importers.import_squad_upload("squad.json", squad_file.read_bytes(), settings, "y")
 
 
 def test_typed_question_finds_its_reference(settings: Settings) -> None:
@@ -70,22 +70,22 @@ def test_answer_scores_known_numbers() -> None:
 
 
 def test_training_progress_reads_what_a_run_persists(tmp_path: Path, settings: Settings) -> None:
-    run = finetune.runs_dir(settings) / "20260101T000000-k-smollm2-135m"
+    run = finetune_runs.runs_dir(settings) / "20260101T000000-k-smollm2-135m"
     run.mkdir(parents=True)
     record = {"run_id": run.name, "corpus": "k", "status": "training", "created": "2026-01-01T00:00:00+00:00",
               "n_examples": 10, "params": {"batch_size": 4, "grad_accum": 1, "epochs": 2}}
     (run / "run.json").write_text(json.dumps(record))
-    assert finetune.training_progress(run)["step"] == 0  # no loss.jsonl yet
+    assert finetune_runs.training_progress(run)["step"] == 0  # no loss.jsonl yet
     (run / "loss.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 2.5, "lr": 0.001}\n'
                                     '{"step": 2, "epoch": 0, "loss": 2.0, "lr": 0.001}\n{"step": 3, "ep')  # mid-write
-    p = finetune.training_progress(run)
+    p = finetune_runs.training_progress(run)
     assert (p["step"], p["total_steps"], p["loss"], p["resumable"]) == (2, 6, 2.0, False)  # ceil(10/4) × 2 epochs
     (run / "checkpoint").mkdir()
     (run / "checkpoint" / "state.pt").write_bytes(b"x")
-    assert finetune.training_progress(run)["resumable"]
-    assert finetune.find_run("k", settings, since=1767225600.0)["run_id"] == run.name  # type: ignore[index]
-    assert finetune.find_run("k", settings, since=1767225600.0 + 3600) is None
-    assert finetune.find_run("other", settings, since=0) is None
+    assert finetune_runs.training_progress(run)["resumable"]
+    assert finetune_runs.find_run("k", settings, since=1767225600.0)["run_id"] == run.name  # type: ignore[index]
+    assert finetune_runs.find_run("k", settings, since=1767225600.0 + 3600) is None
+    assert finetune_runs.find_run("other", settings, since=0) is None
 
 
 def _fake_run(store: Store, run_id: str, arms: list[str], n: int, limit: int | None = 3, seed: int = 42) -> None:

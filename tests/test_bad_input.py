@@ -76,7 +76,8 @@ def test_corpus_names_cannot_leave_the_data_dir(name: str, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("name", ["../notes.md", "/etc/passwd.md", "sub/dir.md", "..", "run.sh"])
 def test_unsafe_upload_names_are_refused(name: str) -> None:
-    from pipelines.corpus import CorpusError, safe_upload_name
+    from pipelines.corpus_readers import safe_upload_name
+    from pipelines.errors import CorpusError
 
     with pytest.raises(CorpusError) as exc:
         safe_upload_name(name)
@@ -189,11 +190,12 @@ def test_an_overlong_question_is_refused_before_anything_starts(tmp_path: Path) 
 
 def test_an_upload_batch_above_the_file_cap_is_refused_whole(settings: Settings) -> None:
     from pipelines import corpus as corpora
+    from pipelines import importers
     from pipelines.errors import InputError
 
     capped = settings.model_copy(update={"max_upload_files": 3})
     with pytest.raises(InputError, match="4 files in one upload, above the limit of 3"):
-        corpora.add_uploads([(f"n{i}.md", b"text") for i in range(4)], capped, "batch")
+        importers.add_uploads([(f"n{i}.md", b"text") for i in range(4)], capped, "batch")
     assert not (corpora.corpora_dir(settings) / "batch").exists()
 
 

@@ -20,7 +20,7 @@ import pytest
 from eval.runner import EvalConfig, run_eval
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import serving
+from pipelines import procs, serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
 from tests.helpers import make_corpus
@@ -50,7 +50,7 @@ def app_url(demo_env: tuple[Settings, corpora.Corpus], ollama_server: serving.Se
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGFT_") and k != "OLLAMA_HOST"}
     env.update(RAGFT_DATA_DIR=str(s.data_dir), RAGFT_CACHE_DIR=str(SHARED_CACHE), RAGFT_OLLAMA_HOST=ollama_server.url,
                RAGFT_CONFIG=str(tmp_path_factory.mktemp("no-config") / "ragft.toml"))
-    port = serving.free_port()
+    port = procs.free_port()
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",

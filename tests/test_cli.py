@@ -62,12 +62,12 @@ def test_ids_and_model_names_are_never_cut_in_an_80_column_terminal(tmp_path: Pa
     """Run ids and model names are what a user copies into --resume or `ollama run`: whole, on one line."""
     import json
 
-    from pipelines import finetune as ft
+    from pipelines import finetune_runs
     from pipelines.config import Settings
 
     run_id = "20261124T101500-squad-shifts-new-york-times-smollm2-135m"
     model = "ragft-smollm2-135m-squad-shifts-new-york-times-ft-v2:q8_0"
-    run_dir = ft.runs_dir(Settings()) / run_id
+    run_dir = finetune_runs.runs_dir(Settings()) / run_id
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({
         "run_id": run_id, "status": "served", "recipes": ["qa"], "ollama_model": model,

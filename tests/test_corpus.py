@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import corpus as corpora
+from pipelines import corpus_readers, files, importers
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
 from tests.helpers import encrypted_pdf, make_corpus, text_pdf
@@ -66,7 +67,7 @@ def test_bad_documents_are_named_and_good_ones_kept(tmp_path: Path, settings: Se
 def test_text_pdf_is_read(tmp_path: Path) -> None:
     p = tmp_path / "a.pdf"
     p.write_bytes(text_pdf("The ferry leaves at noon"))
-    assert "ferry leaves at noon" in corpora.read_document(p, 10**6)
+    assert "ferry leaves at noon" in corpus_readers.read_document(p, 10**6)
 
 
 def test_oversized_file_is_refused_without_reading_it(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_oversized_file_is_refused_without_reading_it(tmp_path: Path) -> None:
     with big.open("wb") as f:
         f.truncate(200 * 1024 * 1024)  # sparse: 200 MB on paper, nothing on disk
     with pytest.raises(CorpusError, match=r"209\.7 MB is above the limit of 50 MB") as exc:
-        corpora.read_document(big, 50 * 10**6)
+        corpus_readers.read_document(big, 50 * 10**6)
     assert "RAGFT_MAX_FILE_MB" in (exc.value.fix or "")
 
 
@@ -110,18 +111,18 @@ def test_bad_qa_rows_are_named(tmp_path: Path, settings: Settings) -> None:
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "a/../../b.txt", "..", ""])
 def test_upload_names_with_paths_are_refused(bad: str) -> None:
     with pytest.raises(CorpusError):
-        corpora.safe_upload_name(bad)
+        corpus_readers.safe_upload_name(bad)
 
 
 def test_upload_names_are_cleaned() -> None:
-    assert corpora.safe_upload_name("My Report (final).PDF") == "my-report-final.pdf"
+    assert corpus_readers.safe_upload_name("My Report (final).PDF") == "my-report-final.pdf"
 
 
 def test_squad_import_round_trip(settings: Settings, squad_file: Path) -> None:
     data = json.loads(squad_file.read_text())["data"]
     n_paragraphs = sum(len(a["paragraphs"]) for a in data)
     questions = {qa["id"] for a in data for p in a["paragraphs"] for qa in p["qas"]}
-    path = corpora.import_squad(squad_file, settings, "squad")
+    path = importers.import_squad(squad_file, settings, "squad")
     c = corpora.load(str(path), settings)
     assert (n_paragraphs, len(questions)) == (130, 593)
     assert len(c.doc_paths) == n_paragraphs
@@ -130,21 +131,21 @@ def test_squad_import_round_trip(settings: Settings, squad_file: Path) -> None:
     assert not {q.id for q in c.eval} & {q.id for q in c.train}
     assert c.problems == [] and c.license == "CC BY-SA 4.0"
     first = (path / "qa" / "eval.jsonl").read_bytes()
-    corpora.import_squad(squad_file, settings, "squad", replace=True)
+    importers.import_squad(squad_file, settings, "squad", replace=True)
     assert (path / "qa" / "eval.jsonl").read_bytes() == first  # deterministic split
 
 
 def test_squad_import_refuses_overwrite_and_unknown_articles(settings: Settings, tmp_path: Path, squad_file: Path) -> None:
-    corpora.import_squad(squad_file, settings, "squad", articles=["Chloroplast"])
+    importers.import_squad(squad_file, settings, "squad", articles=["Chloroplast"])
     with pytest.raises(CorpusError, match="already exists"):
-        corpora.import_squad(squad_file, settings, "squad")
+        importers.import_squad(squad_file, settings, "squad")
     with pytest.raises(CorpusError, match="Atlantis") as exc:
-        corpora.import_squad(squad_file, settings, "other", articles=["Atlantis"])
+        importers.import_squad(squad_file, settings, "other", articles=["Atlantis"])
     assert "Chloroplast" in (exc.value.fix or "")
     bad = tmp_path / "bad.json"
     bad.write_text('{"nope": 1}')
     with pytest.raises(CorpusError, match="not a SQuAD v1.1 json"):
-        corpora.import_squad(bad, settings, "bad")
+        importers.import_squad(bad, settings, "bad")
 
 
 def test_add_folder(tmp_path: Path, settings: Settings) -> None:
@@ -153,7 +154,7 @@ def test_add_folder(tmp_path: Path, settings: Settings) -> None:
     (src / "a.md").write_text("alpha")
     (src / "sub" / "b.txt").write_text("beta")
     (src / "c.exe").write_bytes(b"MZ")
-    path, problems = corpora.add_folder(src, settings)
+    path, problems = importers.add_folder(src, settings)
     c = corpora.load("mydocs", settings)
     assert c.root == path and sorted(c.doc_paths) == ["a", "sub-b"] and c.eval == []
     assert any("c.exe" in p for p in problems)
@@ -177,7 +178,7 @@ def test_squad_import_with_long_url_titles_keeps_every_paragraph(tmp_path: Path,
             f"trade-number-{i}-that-goes-on.html" for i in range(1, 4)]
     paras = [[f"Paragraph {p} of article {i} has words alpha beta gamma." for p in range(n)] for i, n in
              zip(range(3), (4, 5, 4), strict=True)]
-    path = corpora.import_squad(_squad_file(tmp_path, list(zip(urls, paras, strict=True))), settings, "nyt")
+    path = importers.import_squad(_squad_file(tmp_path, list(zip(urls, paras, strict=True))), settings, "nyt")
     c = corpora.load(str(path), settings)
     assert len(list((path / "docs").iterdir())) == 13
     assert len(c.doc_paths) == 13 and c.problems == []
@@ -188,17 +189,17 @@ def test_squad_import_with_long_url_titles_keeps_every_paragraph(tmp_path: Path,
 
 def test_two_articles_with_one_title_do_not_overwrite_each_other(tmp_path: Path, settings: Settings) -> None:
     file = _squad_file(tmp_path, [("Lens", ["One two three four."]), ("Lens", ["Five six seven eight."])])
-    c = corpora.load(str(corpora.import_squad(file, settings, "lens")), settings)
+    c = corpora.load(str(importers.import_squad(file, settings, "lens")), settings)
     assert sorted(c.doc_paths) == ["lens-2-p000", "lens-p000"]
 
 
 def test_importer_that_would_lose_documents_fails_naming_them(tmp_path: Path, settings: Settings,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # break the id scheme for real: every paragraph id collapses to one, as the 80-character cut once did
-    monkeypatch.setattr(corpora, "_doc_id", lambda rel: "same-id")
+    monkeypatch.setattr(corpus_readers, "_doc_id", lambda rel: "same-id")
     file = _squad_file(tmp_path, [("Lens", ["One two three four.", "Five six seven eight."])])
     with pytest.raises(CorpusError, match=r"would lose 1 of 2 documents \(lens-p00[01]\)"):
-        corpora.import_squad(file, settings, "lens")
+        importers.import_squad(file, settings, "lens")
     assert not (corpora.corpora_dir(settings) / "lens").exists()
     assert [p.name for p in corpora.corpora_dir(settings).iterdir()] == []  # no staging folder left
 
@@ -211,7 +212,7 @@ def test_squad_split_keeps_a_repeated_question_on_one_side(tmp_path: Path, setti
         {"id": f"q{i}", "question": q, "answers": [{"text": a, "answer_start": 0}]} for i, (q, a) in enumerate(qas)]}]}]}
     file = tmp_path / "dup.json"
     file.write_text(json.dumps(data))
-    c = corpora.load(str(corpora.import_squad(file, settings, "dup")), settings)
+    c = corpora.load(str(importers.import_squad(file, settings, "dup")), settings)
     assert [q.id for q in c.eval] == ["q0", "q2", "q3"] and [q.id for q in c.train] == ["q1"]
 
 
@@ -222,18 +223,18 @@ def test_file_names_without_ascii_letters_get_stable_ids(tmp_path: Path, setting
              "отчёт 2024.md": "Годовой отчёт.", "счёт 2024.md": "Счёт."}
     for name, text in texts.items():
         (folder / name).write_text(text, encoding="utf-8")
-    path, problems = corpora.add_folder(folder, settings, "reports")
+    path, problems = importers.add_folder(folder, settings, "reports")
     c = corpora.load(str(path), settings)  # a corpus with such files loads
     assert len(c.doc_paths) == 5 and not problems, (sorted(c.doc_paths), problems)
     assert "cafe" in c.doc_paths
-    assert {corpora.read_document(p, 10**6) for p in c.doc_paths.values()} == set(texts.values())
+    assert {corpus_readers.read_document(p, 10**6) for p in c.doc_paths.values()} == set(texts.values())
     assert sorted(c.doc_paths) == sorted(corpora.load(str(path), settings).doc_paths)  # stable
 
 
 def test_uploads_that_clean_alike_are_both_kept_and_named(settings: Settings) -> None:
-    path, added, problems = corpora.add_uploads([("A B.md", b"first"), ("a b.md", b"second"), ("отчёт.md", b"third")],
+    path, added, problems = importers.add_uploads([("A B.md", b"first"), ("a b.md", b"second"), ("отчёт.md", b"third")],
                                                 settings, "uploads")
-    assert sorted(added) == sorted(["a-b", "a-b-2", corpora.safe_stem("отчёт")]), added
+    assert sorted(added) == sorted(["a-b", "a-b-2", files.safe_stem("отчёт")]), added
     assert {p.read_text() for p in (path / "docs").iterdir()} == {"first", "second", "third"}
     assert any("'a b.md' is stored as a-b-2.md" in p and "'A B.md'" in p for p in problems), problems
 
@@ -241,7 +242,7 @@ def test_uploads_that_clean_alike_are_both_kept_and_named(settings: Settings) ->
 def test_squad_titles_that_clean_alike_keep_their_documents(tmp_path: Path, settings: Settings) -> None:
     file = _squad_file(tmp_path, [("C", ["Alpha beta gamma delta."]), ("C++", ["Epsilon zeta eta theta."]),
                                   ("C#", ["Iota kappa lambda mu."])])
-    path = corpora.import_squad(file, settings, "langs")
+    path = importers.import_squad(file, settings, "langs")
     texts = sorted(p.read_text() for p in (path / "docs").iterdir())
     assert texts == ["Alpha beta gamma delta.", "Epsilon zeta eta theta.", "Iota kappa lambda mu."]
 
@@ -254,7 +255,7 @@ def test_links_out_of_an_added_folder_are_skipped_and_named(tmp_path: Path, sett
     (folder / "notes.md").write_text("The ferry leaves at 7:15.", encoding="utf-8")
     (folder / "keys.md").symlink_to(secret)
     (folder / "same.md").symlink_to(folder / "notes.md")  # a link inside the folder is an ordinary file
-    path, problems = corpora.add_folder(folder, settings, "linked")
+    path, problems = importers.add_folder(folder, settings, "linked")
     c = corpora.load(str(path), settings)
     assert sorted(c.doc_paths) == ["notes", "same"]
     assert any("keys.md" in p and "outside the folder" in p for p in problems), problems
@@ -272,7 +273,7 @@ def test_a_replace_that_fails_half_way_keeps_the_old_corpus(tmp_path: Path, sett
     import os
 
     file = _squad_file(tmp_path, [("Lens", ["One two three four."])])
-    path = corpora.import_squad(file, settings, "lens")
+    path = importers.import_squad(file, settings, "lens")
     before = sorted(p.name for p in (path / "docs").iterdir())
     real_replace = os.replace
     calls: list[str] = []
@@ -283,10 +284,10 @@ def test_a_replace_that_fails_half_way_keeps_the_old_corpus(tmp_path: Path, sett
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(corpora.os, "replace", fail_moving_the_new_one_in)
+    monkeypatch.setattr(importers.os, "replace", fail_moving_the_new_one_in)
     other = _squad_file(tmp_path, [("Prism", ["Five six seven eight."])])
     with pytest.raises(OSError, match="disk full"):
-        corpora.import_squad(other, settings, "lens", replace=True)
+        importers.import_squad(other, settings, "lens", replace=True)
     assert sorted(p.name for p in (path / "docs").iterdir()) == before  # the old corpus, whole, in its place
     assert [p.name for p in corpora.corpora_dir(settings).iterdir()] == ["lens"]  # nothing aside or staged is left
 

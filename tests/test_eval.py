@@ -11,6 +11,7 @@ from eval.runner import EvalConfig, run_eval, select_questions
 from eval.store import Store, StoreError
 from pipelines import corpus as corpora
 from pipelines.config import Settings
+from pipelines.errors import CorpusError
 
 
 def test_metric_failures_are_counted_not_dropped() -> None:
@@ -117,7 +118,7 @@ def test_eval_refuses_questions_that_cite_documents_the_corpus_lacks(tmp_path: P
              "source_ids": ["harbour"]},
             {"id": "q2", "question": "Who wrote the lost page?", "answers": ["Nobody"], "source_ids": ["lost-page"]}]
     c = corpora.load(str(make_corpus(tmp_path / "k", qa=rows)), settings)
-    with pytest.raises(corpora.CorpusError, match=r"1 of 2 eval questions .* cite documents it does not have \(lost-page\)") \
+    with pytest.raises(CorpusError, match=r"1 of 2 eval questions .* cite documents it does not have \(lost-page\)") \
             as exc:
         run_eval(c, EvalConfig(arms=["base"]), settings, Store(tmp_path / "runs.sqlite"))
     assert "qa/eval.jsonl" in (exc.value.fix or "")
@@ -129,7 +130,7 @@ def test_rag_arms_without_an_index_fail_before_any_answer(tmp_path: Path, settin
     from tests.helpers import make_corpus
 
     c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
-    with pytest.raises(corpora.CorpusError, match="has no index") as exc:
+    with pytest.raises(CorpusError, match="has no index") as exc:
         run_eval(c, EvalConfig(arms=["base", "rag"]), settings, Store(tmp_path / "runs.sqlite"))
     assert "ragft index kelmouth" in (exc.value.fix or "")
     assert not (settings.data_dir / "ollama").exists()  # refused before any server was started

@@ -7,7 +7,7 @@ import pytest
 
 from pipelines import corpus as corpora
 from pipelines import finetune as ft
-from pipelines import models, serving
+from pipelines import finetune_runs, generation, importers, models, recipes, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
@@ -43,10 +43,10 @@ def test_batches_are_length_grouped_and_reproducible() -> None:
 def test_qa_recipe_without_train_data_names_the_working_recipes(tmp_path: Path, settings: Settings) -> None:
     c = corpora.load(str(make_corpus(tmp_path / "k")), settings)
     with pytest.raises(CorpusError, match="no qa/train.jsonl") as exc:
-        ft.build_items(c, ["qa"], settings)
+        recipes.build_items(c, ["qa"], settings)
     assert "docs" in (exc.value.fix or "") and "synthetic" in (exc.value.fix or "")
     with pytest.raises(CorpusError, match="known recipes"):
-        ft.parse_recipes("qa,magic")
+        recipes.parse_recipes("qa,magic")
 
 
 def test_bad_parameters_are_refused() -> None:
@@ -63,7 +63,7 @@ def test_answer_only_loss_masks_the_prompt(settings: Settings) -> None:
     spec = models.get_spec("smollm2-135m", settings)
     base = models.ensure_hf_weights(spec, settings.model_copy(update={"cache_dir": _shared_cache()}))
     tok = AutoTokenizer.from_pretrained(base)
-    (ex,) = ft.tokenize([ft.TrainItem("qa", "Who?", "Ida Brandt.")], tok, 256)
+    (ex,) = recipes.tokenize([recipes.TrainItem("qa", "Who?", "Ida Brandt.")], tok, 256)
     answer = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != -100])
     assert answer.startswith("Ida Brandt.") and "Who?" not in answer
     assert "Who?" in tok.decode(ex.input_ids)
@@ -127,18 +127,18 @@ def test_a_checkpoint_with_a_pickled_object_is_refused_not_run(tmp_path: Path, s
 def test_run_folders_are_unique_and_resume_ids_are_checked(tmp_path: Path, settings: Settings) -> None:
     s = settings.model_copy(update={"data_dir": tmp_path / "data"})
     c = corpora.load(str(make_corpus(tmp_path / "k")), s)
-    first, second = ft.make_run_dir(c, s), ft.make_run_dir(c, s)  # the same second, two tabs
+    first, second = finetune_runs.make_run_dir(c, s), finetune_runs.make_run_dir(c, s)  # the same second, two tabs
     assert first != second and first.is_dir() and second.is_dir()
     for bad in ("../../etc", "a/b", ".hidden", "/abs"):
         with pytest.raises(TrainingError, match="is not a fine-tune run id"):
-            ft.resume_dir(bad, c, s)
+            finetune_runs.resume_dir(bad, c, s)
     other = corpora.load(str(make_corpus(tmp_path / "o", name="otherbay")), s)
     (second / "run.json").write_text(json.dumps({"run_id": second.name, "corpus": "otherbay", "base_model": s.model}))
     with pytest.raises(TrainingError, match="fine-tuned corpus 'otherbay'.*not 'kelmouth'"):
-        ft.resume_dir(second.name, c, s)
-    assert ft.resume_dir(second.name, other, s) == second
+        finetune_runs.resume_dir(second.name, c, s)
+    assert finetune_runs.resume_dir(second.name, other, s) == second
     with pytest.raises(TrainingError, match="base model 'smollm2-135m'.*on 'qwen2.5-coder-0.5b'"):
-        ft.resume_dir(second.name, other, s.model_copy(update={"model": "qwen2.5-coder-0.5b"}))
+        finetune_runs.resume_dir(second.name, other, s.model_copy(update={"model": "qwen2.5-coder-0.5b"}))
 
 
 @pytest.mark.slow
@@ -149,7 +149,7 @@ def test_verbatim_leakage_refuses_to_train(tmp_path: Path, live_settings: Settin
     with pytest.raises(TrainingError, match="1 eval question.s. appear verbatim") as exc:
         ft.finetune(c, s, None, ["qa"], LoraParams(epochs=1))  # type: ignore[arg-type]
     assert "--allow-leakage" in (exc.value.fix or "")
-    (run,) = ft.list_runs(s)
+    (run,) = finetune_runs.list_runs(s)
     assert run["status"] == "refused: leakage" and run["leakage"]["verbatim"] == 1
 
 
@@ -161,11 +161,11 @@ def test_finetune_merges_serves_and_answers(tmp_path: Path, live_settings: Setti
     c = _corpus_with_train(tmp_path / "k", s)
     record = ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=10, batch_size=4, checkpoint_every=5))
     assert record["status"] == "served" and record["ollama_model"] == "ragft-smollm2-135m-kelmouth-ft:q8_0"
-    stored = ft.load_run(ft.runs_dir(s) / record["run_id"])
+    stored = finetune_runs.load_run(finetune_runs.runs_dir(s) / record["run_id"])
     t = stored["training"]
     assert t["steps"] == 10 and t["train_tokens"] > 0 and t["tokens_per_s"] > 0 and t["peak_rss_mb"] > 0
     assert t["device"] == "cpu" and t["final_loss"] < 0.5 and stored["leakage"]["verbatim"] == 0
-    assert (ft.runs_dir(s) / record["run_id"] / "adapter" / "adapter_model.safetensors").is_file()
+    assert (finetune_runs.runs_dir(s) / record["run_id"] / "adapter" / "adapter_model.safetensors").is_file()
     ft_answer = get_arm("ft", s, ollama_server, c).answer("Who is the harbour master of Kelmouth?")
     base_answer = get_arm("base", s, ollama_server, c).answer("Who is the harbour master of Kelmouth?")
     assert "Brandt" in ft_answer.text and "Brandt" not in base_answer.text  # knowledge went in
@@ -197,12 +197,12 @@ def test_few_steps_on_the_demo_corpus(tmp_path: Path, live_settings: Settings, o
     s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
     c = corpora.load("port-vellmar", s)
     record = ft.finetune(c, s, ollama_server, ["qa"], LoraParams(epochs=1, batch_size=16, checkpoint_every=100))
-    run_dir = ft.runs_dir(s) / record["run_id"]
+    run_dir = finetune_runs.runs_dir(s) / record["run_id"]
     adapter = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     assert any(float(t.abs().sum()) > 0 for k, t in adapter.items() if "lora_B" in k)  # B starts at zero
-    assert record["status"] == "served" and serving.has_model(ollama_server, s, record["ollama_model"])
+    assert record["status"] == "served" and generation.has_model(ollama_server, s, record["ollama_model"])
     assert get_arm("ft", s, ollama_server, c).answer("Who is the mayor of Port Vellmar?").text.strip()
-    stored = ft.load_run(run_dir)
+    stored = finetune_runs.load_run(run_dir)
     assert stored["training"]["steps"] == 7 and stored["leakage"]["verbatim"] == 0
     assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "leakage.json").is_file()
 
@@ -213,13 +213,13 @@ def test_few_steps_on_the_demo_corpus(tmp_path: Path, live_settings: Settings, o
 def test_squad_import_fine_tunes_without_allow_leakage(tmp_path: Path, live_settings: Settings, squad_file: Path) -> None:
     """The importer's own split (other questions on the same paragraphs) is honest data: training starts."""
     s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
-    c = corpora.load(str(corpora.import_squad(squad_file, s, "squad-check")), s)
+    c = corpora.load(str(importers.import_squad(squad_file, s, "squad-check")), s)
     stages: list[str] = []
     record = ft.finetune(c, s, None, ["qa"], LoraParams(epochs=1, batch_size=4, checkpoint_every=100),  # type: ignore[arg-type]
                          allow_leakage=False, stop_after_steps=1, stage=stages.append)
     assert record["status"] == "interrupted" and record["allow_leakage"] is False
     assert record["leakage"]["verbatim"] == 0 and record["leakage"]["near_verbatim"] == 0
-    assert ft.read_losses(ft.runs_dir(s) / record["run_id"])  # an optimizer step was taken
+    assert finetune_runs.read_losses(finetune_runs.runs_dir(s) / record["run_id"])  # an optimizer step was taken
     assert stages[:2] == ["building training data…", "checking leakage…"] and "loading model…" in stages
 
 
@@ -252,14 +252,14 @@ def test_raft_is_the_default_for_a_corpus_with_an_index(tmp_path: Path, settings
     from pipelines import rag
 
     c = _corpus_with_train(tmp_path / "k", settings)
-    assert ft.default_recipes(c, settings) == ["qa"]  # no index yet: raft could not show passages
+    assert recipes.default_recipes(c, settings) == ["qa"]  # no index yet: raft could not show passages
     rag.build_index(c, settings)
-    assert ft.default_recipes(c, settings) == ["raft"]
-    assert ft.recipe_defaults(["raft"]) == {"epochs": 1, "batch_size": 4, "max_length": 1024}
-    assert ft.recipe_defaults(["qa"]) == {"epochs": 5, "batch_size": 8, "max_length": 256}
+    assert recipes.default_recipes(c, settings) == ["raft"]
+    assert recipes.recipe_defaults(["raft"]) == {"epochs": 1, "batch_size": 4, "max_length": 1024}
+    assert recipes.recipe_defaults(["qa"]) == {"epochs": 5, "batch_size": 8, "max_length": 256}
     no_train = corpora.load(str(make_corpus(tmp_path / "n", name="plain")), settings)
     rag.build_index(no_train, settings)
-    assert ft.default_recipes(no_train, settings) == ["qa"]  # whose error names the recipes that work
+    assert recipes.default_recipes(no_train, settings) == ["qa"]  # whose error names the recipes that work
 
 
 def test_gradient_checkpointing_follows_the_tokens_a_batch_can_hold() -> None:

@@ -25,7 +25,7 @@ from eval.report import summarise, write_outputs
 from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for, run_status
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import models, rag, serving
+from pipelines import models, procs, rag, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.errors import RagftError
@@ -490,7 +490,7 @@ def test_app_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
     """`streamlit run app.py` with no address flag (what `make run` does) binds 127.0.0.1 only."""
     import psutil
 
-    port = serving.free_port()
+    port = procs.free_port()
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "RAGFT_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], cwd=root,

@@ -137,12 +137,12 @@ def test_demo_corpus_fact_classes_match_its_fact_ids() -> None:
     # The demo corpus records which fact each question asks: its two training paraphrases
     # teach every eval fact, though 19 eval questions have no paraphrase above the cosine threshold.
     from pipelines import corpus as corpora
-    from pipelines import finetune as ft
+    from pipelines import recipes
     from pipelines.config import Settings
 
     s = Settings()
     c = corpora.load("port-vellmar", s)
-    r = ft.check_leakage(c, ft.build_items(c, ["qa"], s))
+    r = recipes.check_leakage(c, recipes.build_items(c, ["qa"], s))
     taught = {q.fact_id for q in c.train}
     assert {q.id: q.fact_id in taught for q in c.eval} == {k: v == "taught" for k, v in r.facts.items()}
     assert r.fact_counts["taught"] == len(c.eval) and r.counts["unrelated"] > 0

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipelines import serving
+from pipelines import generation, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.errors import ConfigError
@@ -22,7 +22,7 @@ def test_server_is_loopback_only_and_healthy(ollama_server: serving.Server) -> N
 
 def test_round_trip_answers_with_timings(live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
     tokens: list[str] = []
-    gen = serving.generate(ollama_server, live_settings, base_model, "What is the capital of France?",
+    gen = generation.generate(ollama_server, live_settings, base_model, "What is the capital of France?",
                            on_token=tokens.append)
     assert gen.text.strip() and "".join(tokens) == gen.text
     assert "Paris" in gen.text  # temperature 0, fixed seed: deterministic
@@ -105,7 +105,7 @@ def test_dead_server_is_restarted_on_next_call(live_settings: Settings, ollama_s
     while serving.server_version(ollama_server.url, timeout=0.5) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert serving.running_server(live_settings) is None
-    gen = serving.generate(ollama_server, live_settings, base_model, "What is the capital of France?")
+    gen = generation.generate(ollama_server, live_settings, base_model, "What is the capital of France?")
     assert "Paris" in gen.text
     assert serving.running_server(live_settings) is not None
     runners = serving._runner_pids(live_settings)
@@ -124,9 +124,9 @@ def test_first_create_on_a_fresh_server_passes_its_smoke_test(tmp_path_factory: 
         log: list[str] = []
         name = models.ensure_served(models.get_spec("smollm2-135m", s), s, server, log.append)
         assert not [m for m in log if "failed its smoke test" in m], log
-        gen = serving.generate(server, s.model_copy(update={"max_tokens": 16}), name, "Say hello in one short sentence.")
+        gen = generation.generate(server, s.model_copy(update={"max_tokens": 16}), name, "Say hello in one short sentence.")
         assert gen.text.strip() and not models.looks_degenerate(gen.text)
-        assert not [m for m in serving.served_models(server, s) if "staging" in m]  # the f16 step is cleaned up
+        assert not [m for m in generation.served_models(server, s) if "staging" in m]  # the f16 step is cleaned up
     finally:
         serving.stop_server(s)
 
@@ -138,6 +138,6 @@ def test_a_prompt_that_overflows_num_ctx_is_an_error_not_a_silent_cut(live_setti
     long_prompt = "Context:\n" + " ".join(f"Fact {i}: the lamp number {i} is green." for i in range(120)) + \
         "\n\nQuestion: what colour is lamp 3?\nAnswer:"
     with pytest.raises(ConfigError, match="filled its context window") as err:
-        serving.generate(ollama_server, small, base_model, long_prompt)
+        generation.generate(ollama_server, small, base_model, long_prompt)
     assert "RAGFT_NUM_CTX" in (err.value.fix or "")
-    serving.generate(ollama_server, small, base_model, "Say hi.")  # a prompt that fits is answered
+    generation.generate(ollama_server, small, base_model, "Say hi.")  # a prompt that fits is answered

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import corpus as corpora
 from pipelines import finetune as ft
-from pipelines import prompts, rag, serving
+from pipelines import prompts, rag, recipes, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA
@@ -59,11 +59,11 @@ def test_a_chat_example_longer_than_max_length_is_an_error_not_a_cut_answer(tmp_
 
     base = models.ensure_hf_weights(models.get_spec("smollm2-135m", live_settings), live_settings)
     tok = AutoTokenizer.from_pretrained(base)
-    long = ft.TrainItem("raft", "Who?", "Ida Brandt", prompt="Context:\n" + "tide " * 400 + "\nQuestion: Who?")
+    long = recipes.TrainItem("raft", "Who?", "Ida Brandt", prompt="Context:\n" + "tide " * 400 + "\nQuestion: Who?")
     with pytest.raises(TrainingError, match="longer than max_length 256") as err:
-        ft.tokenize([long], tok, 256)
+        recipes.tokenize([long], tok, 256)
     assert "--max-length" in (err.value.fix or "")
-    (ex,) = ft.tokenize([long], tok, ft.RAFT_MAX_LENGTH)
+    (ex,) = recipes.tokenize([long], tok, recipes.RAFT_MAX_LENGTH)
     assert sum(x != -100 for x in ex.labels) >= 3  # the answer tokens carry the loss
 
 
@@ -77,9 +77,9 @@ def test_raft_trains_on_the_demo_corpus_serves_and_answers_with_passages(
     (root / "qa" / "train.jsonl").write_text("\n".join(train[:8]) + "\n", encoding="utf-8")  # a few steps
     c = corpora.load(str(root), s)
     with pytest.raises(Exception, match="index"):  # raft reads from the corpus's own index
-        ft.build_items(c, ["raft"], s)
+        recipes.build_items(c, ["raft"], s)
     rag.build_index(c, s)
-    items = ft.build_items(c, ["raft"], s)
+    items = recipes.build_items(c, ["raft"], s)
     assert len(items) == 8 and all(it.system == prompts.RAG_SYSTEM for it in items)
     for it in items:  # the user turn is what the rag arm would send for this question
         hits, _ = rag.retrieve(c, it.question or "", s)
@@ -87,7 +87,7 @@ def test_raft_trains_on_the_demo_corpus_serves_and_answers_with_passages(
         if all(q in it.prompt for q in [h.text for h in hits]):
             assert it.prompt == prompts.build_prompt(it.question or "", hits)
     record = ft.finetune(c, s, ollama_server, ["raft"], LoraParams(epochs=1, batch_size=4,
-                                                                    max_length=ft.RAFT_MAX_LENGTH))
+                                                                    max_length=recipes.RAFT_MAX_LENGTH))
     assert record["status"] == "served" and record["training"]["steps"] == 2
     answer = get_arm("ft_rag", s, ollama_server, c).answer(c.eval[0].question)
     assert answer.model == record["ollama_model"] and answer.text.strip() and len(answer.passages) == s.top_k

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from pipelines import corpus as corpora
-from pipelines import prompts, rag, serving
+from pipelines import procs, prompts, rag, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
@@ -88,7 +88,7 @@ def test_long_corpus_names_keep_their_chunking_apart_and_chroma_takes_them(tmp_p
 def test_chroma_server_through_http_client(kelmouth: corpora.Corpus, settings: Settings, tmp_path: Path) -> None:
     chroma = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "chroma"
     exe = str(chroma) if chroma.is_file() else str(Path(__import__("sys").executable).parent / "chroma")
-    port = serving.free_port()
+    port = procs.free_port()
     proc = subprocess.Popen([exe, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

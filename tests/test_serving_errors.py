@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import serving
+from pipelines import generation, ollama_build, procs, serving
 from pipelines.config import Settings
 from pipelines.errors import OllamaUnavailable
 
@@ -24,9 +24,9 @@ def _path_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: dict[st
 
 def test_no_ollama_and_no_go_names_both_ways(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _path_with(tmp_path, monkeypatch, {})
-    assert serving.find_binary(settings) is None
+    assert ollama_build.find_binary(settings) is None
     with pytest.raises(OllamaUnavailable) as exc:
-        serving.ensure_binary(settings)
+        ollama_build.ensure_binary(settings)
     fix = exc.value.fix or ""
     assert "ollama" in fix and "go install github.com/ollama/ollama@v0.11.4" in fix
     assert not settings.bin_dir.exists() or not any(settings.bin_dir.iterdir())
@@ -35,24 +35,24 @@ def test_no_ollama_and_no_go_names_both_ways(settings: Settings, tmp_path: Path,
 def test_failed_build_leaves_nothing_behind(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _path_with(tmp_path, monkeypatch, {"go": 'echo "cgo: C compiler not found" >&2; exit 2'})
     with pytest.raises(OllamaUnavailable, match="C compiler not found"):
-        serving.build_binary(settings)
+        ollama_build.build_binary(settings)
     assert list(settings.bin_dir.iterdir()) == []
 
 
 def test_configured_binary_must_exist(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"ollama_bin": tmp_path / "nope"})
     with pytest.raises(OllamaUnavailable, match="RAGFT_OLLAMA_BIN"):
-        serving.find_binary(s)
+        ollama_build.find_binary(s)
 
 
 def test_version_is_read_from_the_binary(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _path_with(tmp_path, monkeypatch, {"ollama": 'echo "Warning: client version is 0.11.4" >&2'})
-    found = serving.find_binary(settings)
+    found = ollama_build.find_binary(settings)
     assert found is not None and found.version == "0.11.4" and found.source == "PATH"
 
 
 def test_unreachable_configured_host_is_an_error(settings: Settings) -> None:
-    s = settings.model_copy(update={"ollama_host": f"127.0.0.1:{serving.free_port()}"})
+    s = settings.model_copy(update={"ollama_host": f"127.0.0.1:{procs.free_port()}"})
     assert serving.running_server(s) is None
     with pytest.raises(OllamaUnavailable, match="RAGFT_OLLAMA_HOST"):
         serving.ensure_server(s)
@@ -63,8 +63,8 @@ def test_busy_port_is_detected() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert serving.port_in_use(port)
-    assert not serving.port_in_use(port)
+        assert procs.port_in_use(port)
+    assert not procs.port_in_use(port)
 
 
 def test_stale_state_file_is_not_reused(settings: Settings) -> None:
@@ -109,13 +109,13 @@ def test_an_answer_ollama_cut_for_repeating_one_token_is_kept(settings: Settings
     """Ollama 0.11.4 closes the stream without a final chunk after 31 identical tokens (seen live:
     a fine-tuned Qwen answering '…at least 5000000…'); that is an answer, not a dead server."""
     pieces = ["A", " petition", " of", " 5"] + ["0"] * 31
-    monkeypatch.setattr(serving, "forget_prompt", lambda *a: None)
-    monkeypatch.setattr(serving, "_stream", lambda *a: iter(_chunks(pieces, done=False)))
+    monkeypatch.setattr(generation, "forget_prompt", lambda *a: None)
+    monkeypatch.setattr(generation, "_stream", lambda *a: iter(_chunks(pieces, done=False)))
     server = serving.Server("http://127.0.0.1:9", None, None)
-    gen = serving.generate(server, settings, "m", "How many signatures?")
-    assert gen.text == "A petition of 5" + "0" * 31 and gen.done_reason == serving.REPEAT_ABORT
+    gen = generation.generate(server, settings, "m", "How many signatures?")
+    assert gen.text == "A petition of 5" + "0" * 31 and gen.done_reason == generation.REPEAT_ABORT
     assert gen.output_tokens == len(pieces)
-    monkeypatch.setattr(serving, "_stream", lambda *a: iter(_chunks(["A", " short"], done=False)))
+    monkeypatch.setattr(generation, "_stream", lambda *a: iter(_chunks(["A", " short"], done=False)))
     with pytest.raises(OllamaUnavailable, match="before it was done"):  # a stream cut for any other reason
-        serving.generate(server, settings, "m", "How many signatures?")
-    assert not serving.repeat_aborted(["0"] * 30) and serving.repeat_aborted(["x"] + ["0"] * 31)
+        generation.generate(server, settings, "m", "How many signatures?")
+    assert not generation.repeat_aborted(["0"] * 30) and generation.repeat_aborted(["x"] + ["0"] * 31)

@@ -8,7 +8,7 @@ import math
 import streamlit as st
 
 from pipelines import corpus as corpora
-from pipelines import jobs, rag
+from pipelines import corpus_readers, importers, jobs, rag
 from pipelines.errors import RagftError
 from ui import common
 
@@ -69,7 +69,7 @@ with documents:
         doc_id = st.selectbox("Document", sorted(c.doc_paths), key="corpus_doc")
         if doc_id:
             try:
-                st.text(corpora.read_document(c.doc_paths[doc_id], int(s.max_file_mb * 1e6)))
+                st.text(corpus_readers.read_document(c.doc_paths[doc_id], int(s.max_file_mb * 1e6)))
             except RagftError as exc:
                 common.show_error(exc)
 
@@ -85,16 +85,16 @@ with questions:
             st.info(f"No {which} questions in this corpus (qa/{which}.jsonl).")
 
 with upload:
-    st.write(f"Documents of type {', '.join(corpora.DOC_SUFFIXES)}, up to {s.max_file_mb:g} MB each. Each file is "
+    st.write(f"Documents of type {', '.join(corpus_readers.DOC_SUFFIXES)}, up to {s.max_file_mb:g} MB each. Each file is "
              "checked; one that cannot be read is named and left out.")
     bundled = c is None or c.root.parent == corpora.BUNDLED_DIR
     target = st.text_input("Into the corpus", value="my-docs" if bundled else c.name, key="corpus_upload_name",  # type: ignore[union-attr]
                            help="A new name creates a corpus of your own; bundled corpora take no uploads.")
-    files = st.file_uploader("Documents", type=[x.lstrip(".") for x in corpora.DOC_SUFFIXES], accept_multiple_files=True,
+    files = st.file_uploader("Documents", type=[x.lstrip(".") for x in corpus_readers.DOC_SUFFIXES], accept_multiple_files=True,
                              key="corpus_upload_files", max_upload_size=max(1, math.ceil(s.max_file_mb)))
     if st.button("Add the documents", key="corpus_upload_add", disabled=not files or not target):
         try:
-            path, added, problems = corpora.add_uploads([(f.name, f.getvalue()) for f in files or []], s, target)
+            path, added, problems = importers.add_uploads([(f.name, f.getvalue()) for f in files or []], s, target)
         except RagftError as exc:
             common.show_error(exc)
         else:
@@ -118,7 +118,7 @@ with squad:
     replace = st.checkbox("Replace a corpus of that name", key="corpus_squad_replace")
     if st.button("Import", key="corpus_squad_import", disabled=squad_file is None or not squad_name):
         try:
-            path = corpora.import_squad_upload(squad_file.name, squad_file.getvalue(), s, squad_name,  # type: ignore[union-attr]
+            path = importers.import_squad_upload(squad_file.name, squad_file.getvalue(), s, squad_name,  # type: ignore[union-attr]
                                                [a.strip() for a in articles.split(",") if a.strip()] or None, replace)
             imported = corpora.load(str(path), s)
         except RagftError as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pipelines import corpus as corpora
-from pipelines import finetune, jobs, models, serving
+from pipelines import finetune_runs, jobs, models, serving
+from pipelines import recipes as training_recipes
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 from pipelines.train import LoraParams
@@ -16,29 +17,29 @@ st.title("Fine-tune")
 s = common.settings()
 c = common.require_corpus(s)
 server = serving.running_server(s)  # training ends with `ollama create`: the job would fail late without it
-recipes_known = finetune.available_recipes(c)
+recipes_known = training_recipes.available_recipes(c)
 
 
 @st.cache_data(show_spinner="Checking the training data against the eval questions…")
 def _leakage(_s: Settings, data_dir: str, corpus_root: str, recipes: tuple[str, ...], qa_mtime: float) -> dict:
     # The guard the training job runs before it starts (synthetic pairs exist only once a teacher writes them).
     corpus = corpora.load(corpus_root, _s)
-    items = finetune.build_items(corpus, [r for r in recipes if not r.startswith("synthetic")], _s)
-    return finetune.check_leakage(corpus, items).as_dict()
+    items = training_recipes.build_items(corpus, [r for r in recipes if not r.startswith("synthetic")], _s)
+    return training_recipes.check_leakage(corpus, items).as_dict()
 
 
 st.caption(f"corpus **{c.name}** · {len(c.train)} training questions · {len(c.eval)} eval questions held out")
 job = jobs.latest(s, "finetune", subject=c.name)
 running = bool(job and job.running)
 
-default = [r for r in finetune.default_recipes(c, s) if r in recipes_known] or recipes_known[:1]
+default = [r for r in training_recipes.default_recipes(c, s) if r in recipes_known] or recipes_known[:1]
 recipes = st.multiselect("Recipes", recipes_known, default=default, key="ft_recipes",
-                         help="; ".join(f"{k}: {v}" for k, v in finetune.RECIPES.items()))
+                         help="; ".join(f"{k}: {v}" for k, v in training_recipes.RECIPES.items()))
 with st.expander("LoRA and training parameters", expanded=False):
     cols = st.columns(4)
     # the recipe's defaults (raft: 1 epoch, batch 4, 1024 tokens); a widget key per default value
     # so that switching recipe shows the new default instead of keeping the old number
-    d = finetune.recipe_defaults(recipes)
+    d = training_recipes.recipe_defaults(recipes)
     epochs = cols[0].number_input("epochs", 1, 50, d["epochs"], key=f"ft_epochs_{d['epochs']}")
     lr = cols[1].number_input("learning rate", 1e-6, 0.5, 1e-3, step=1e-4, format="%.0e", key="ft_lr")
     batch_size = cols[2].number_input("batch size", 1, 64, d["batch_size"], key=f"ft_batch_{d['batch_size']}")
@@ -112,14 +113,14 @@ if st.button(f"Start fine-tuning {c.name}", key="ft_start", type="primary",
 
 def _run_of(j: jobs.Job) -> dict | None:
     resume = j.args[j.args.index("--resume") + 1] if "--resume" in j.args else None
-    return {"run_id": resume} if resume else finetune.find_run(c.name, s, j.started)
+    return {"run_id": resume} if resume else finetune_runs.find_run(c.name, s, j.started)
 
 
 def training_progress(j: jobs.Job) -> tuple[float | None, str]:
     run = _run_of(j)
     if run is None:
         return None, "preparing: base weights, training data, leakage guard…"
-    p = finetune.training_progress(finetune.runs_dir(s) / run["run_id"])
+    p = finetune_runs.training_progress(finetune_runs.runs_dir(s) / run["run_id"])
     if p["step"] and p["total_steps"]:
         loss = f" · loss {p['loss']:.3f}" if p["loss"] is not None else ""
         return p["step"] / p["total_steps"], f"run {p['run_id']} · {p['status']} · step {p['step']} of {p['total_steps']}{loss}"
@@ -128,21 +129,21 @@ def training_progress(j: jobs.Job) -> tuple[float | None, str]:
 
 common.job_panel(s, job, key="ft_job", progress=training_progress)
 if job is not None and (run := _run_of(job)):
-    loss_file = finetune.runs_dir(s) / run["run_id"] / "loss.jsonl"
+    loss_file = finetune_runs.runs_dir(s) / run["run_id"] / "loss.jsonl"
     if loss_file.is_file() and loss_file.stat().st_size:
 
         @st.fragment(run_every=3.0 if running else None)
         def loss_chart() -> None:
-            st.altair_chart(finetune.loss_chart(loss_file.parent), width="stretch")
+            st.altair_chart(finetune_runs.loss_chart(loss_file.parent), width="stretch")
 
         loss_chart()
 
 st.subheader(f"Runs of {c.name}")
-runs = [r for r in finetune.list_runs(s) if r.get("corpus") == c.name]
+runs = [r for r in finetune_runs.list_runs(s) if r.get("corpus") == c.name]
 if not runs:
     st.caption("none yet")
 for rec in reversed(runs):
-    p = finetune.training_progress(finetune.runs_dir(s) / rec["run_id"])
+    p = finetune_runs.training_progress(finetune_runs.runs_dir(s) / rec["run_id"])
     lk = rec.get("leakage") or {}
     line = (f"`{rec['run_id']}` · **{rec.get('status')}** · {','.join(rec.get('recipes', []))} · step {p['step']}"
             f"/{p['total_steps'] or '?'} · leakage {lk.get('verbatim', '-')}/{lk.get('near_verbatim', '-')}/"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pipelines import doctor, finetune, jobs, serving
+from pipelines import doctor, finetune_runs, jobs, serving
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 from ui import common
@@ -68,7 +68,7 @@ for r in rows:
         common.link("finetune", f"{name} has no fine-tuned model yet: fine-tune it", ":material/tune:")
 
 st.subheader("Fine-tune runs")
-runs = finetune.list_runs(s)
+runs = finetune_runs.list_runs(s)
 if runs:
     st.dataframe([{"run": r["run_id"], "corpus": r.get("corpus"), "status": r.get("status"),
                    "recipes": ",".join(r.get("recipes", [])), "model": r.get("ollama_model", "-"),
