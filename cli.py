@@ -442,7 +442,7 @@ def runs_cmd(data_dir: DataDirOpt = None) -> None:
     """List stored evaluation runs."""
     from datetime import datetime
 
-    from eval.runner import run_status
+    from eval.history import run_status
     from eval.store import Store
 
     settings = _settings(None, data_dir)

@@ -85,3 +85,10 @@ def one_off_seconds(corpus: Corpus, settings: Settings) -> dict[str, float]:
     run = finetune_runs.latest_run(corpus.name, settings)
     ft_s = (run["training"]["wall_s"] + run.get("export_s", 0.0)) if run else 0.0
     return {name: arm.one_off_s(index_s, ft_s) for name, arm in ARMS.items()}
+
+
+def run_status(settings: Settings, run: dict[str, Any]) -> str:
+    """A stored run's status as a user needs it: 'running' only while a process holds its lock."""
+    if run["status"] not in ("running", "stopped") or run_active(settings, run["run_id"]):
+        return str(run["status"])
+    return "interrupted — the same evaluation (command or Evaluate page) resumes it"

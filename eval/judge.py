@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eval.store import ScoreRow
 from pipelines import models
 from pipelines.config import Settings
 from pipelines.errors import ConfigError, UnknownNameError
@@ -33,8 +34,6 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # judge that answers "6" where the schema wants 0/1 would report a precision of 6; such a score
 # is a failed verdict, not a number. Answer relevancy is a cosine and may dip below zero.
 VALID_RANGE = {"answer_relevancy": (-1.0, 1.0)}
-
-ScoreRow = tuple[str, str, str, float | None, str | None]
 
 
 @dataclass(frozen=True)

@@ -173,13 +173,6 @@ def _probe(run_id: str, server: serving.Server, settings: Settings, store: Store
                          settings.probe_items)
 
 
-def run_status(settings: Settings, run: dict[str, Any]) -> str:
-    """A stored run's status as a user needs it: 'running' only while a process holds its lock."""
-    if run["status"] not in ("running", "stopped") or history.run_active(settings, run["run_id"]):
-        return str(run["status"])
-    return "interrupted — the same command resumes it"
-
-
 class _RunLock:
     """One process answers a run at a time; a second one (another terminal, the app) is told so.
 

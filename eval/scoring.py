@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from eval.metrics import contains_reference, exact_match, token_f1
+from eval.store import ScoreRow
 from pipelines.arms import kind
-
-ScoreRow = tuple[str, str, str, float | None, str | None]  # arm, qid, metric, value, error
 
 SQUAD_METRICS = ("exact_match", "token_f1", "contains")
 RAGAS_METRICS = ("semantic_similarity", "rouge_score", "bleu_score", "chrf_score", "non_llm_string_similarity")

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS probes (
 """
 
 
+ScoreRow = tuple[str, str, str, float | None, str | None]  # arm, qid, metric, value, error (None when scored)
+
+
 class StoreError(RagftError):
     """The run database cannot be opened or is damaged."""
 
@@ -155,7 +158,7 @@ class Store:
     def scored(self, run_id: str) -> set[tuple[str, str, str]]:
         return {(r[0], r[1], r[2]) for r in self.db.execute("SELECT arm, qid, metric FROM scores WHERE run_id=?", (run_id,))}
 
-    def save_scores(self, run_id: str, rows: list[tuple[str, str, str, float | None, str | None]]) -> None:
+    def save_scores(self, run_id: str, rows: list[ScoreRow]) -> None:
         with self.tx() as db:
             db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?)", [(run_id, *r) for r in rows])
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from pipelines import finetune, finetune_runs, generation, models, prompts, rag, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
-from pipelines.errors import InputError, UnknownNameError
+from pipelines.errors import InputError, UnknownNameError, option
 from pipelines.prompts import CLOSED_BOOK_SYSTEM
 
 
@@ -171,7 +171,7 @@ def get_arm(name: str, settings: Settings, server: serving.Server, corpus: Corpu
     """The arm called `name`; unknown names list the known ones."""
     arm = kind(name)
     if corpus is None and (arm.uses_retrieval or arm.uses_finetune):
-        raise UnknownNameError(f"arm '{name}' needs a corpus", "pass --corpus NAME (see `ragft corpus list`)")
+        raise UnknownNameError(f"arm '{name}' needs a corpus", f"pass {option('corpus')} NAME (see `ragft corpus list`)")
     model = (finetune.ensure_ft_model(corpus.name, settings, server) if arm.uses_finetune and corpus is not None
              else models.served_name(models.get_spec(settings.model, settings), settings))
     if arm.uses_retrieval and corpus is not None:

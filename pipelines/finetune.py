@@ -20,7 +20,7 @@ from filelock import FileLock
 from pipelines import files, generation, models, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
-from pipelines.errors import ModelPrepError
+from pipelines.errors import ModelPrepError, option
 from pipelines.finetune_runs import latest_run, load_run, make_run_dir, resume_dir, runs_dir, write_loss_plot
 from pipelines.recipes import MIX_SHARE, SYNTHETIC_KINDS, build_items, check_leakage, mix_items, tokenize
 from pipelines.train import LoraParams, TrainingError, merge_adapter, train_lora
@@ -103,7 +103,7 @@ def finetune(
         files.write_json(run_dir / "run.json", record, indent=1)
         raise TrainingError(f"{len(report.verbatim)} eval question(s) appear verbatim in the training data "
                             f"(see {run_dir / 'leakage.json'})",
-                            "remove them from the training data, or pass --allow-leakage (the run will say so)")
+                            f"remove them from the training data, or pass {option('allow_leakage')} (the run will say so)")
 
     from transformers import AutoTokenizer
 

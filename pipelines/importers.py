@@ -19,7 +19,7 @@ from pipelines import files
 from pipelines.config import Settings
 from pipelines.corpus import BUNDLED_DIR, corpora_dir
 from pipelines.corpus_readers import DOC_SUFFIXES, QA, _doc_id, read_document, safe_upload_name, scan_docs, write_qa
-from pipelines.errors import CorpusError, InputError
+from pipelines.errors import CorpusError, InputError, option
 from pipelines.files import ensure_dir, safe_stem, unique_name
 from pipelines.leakage import normalise
 from pipelines.models import safe_name
@@ -39,7 +39,7 @@ def _publish(staging: Path, target: Path, replace: bool) -> None:
         files.fsync_dir(target.parent)
         return
     if not replace:
-        raise CorpusError(f"a corpus already exists at {target}", "choose another --name, or pass --replace")
+        raise CorpusError(f"a corpus already exists at {target}", f"choose another {option('name')}, or pass {option('replace')}")
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
     os.replace(target, aside)  # onto the empty folder mkdtemp made: atomic, and the name is ours
     try:
@@ -217,7 +217,7 @@ def import_squad_upload(file_name: str, data: bytes, settings: Settings, name: s
         raise CorpusError(f"{file_name!r} is not a .json file", "upload the SQuAD v1.1 json file")
     if len(data) > settings.max_file_mb * 1e6:
         raise CorpusError(f"{file_name}: {len(data) / 1e6:.1f} MB is above the limit of {settings.max_file_mb:g} MB",
-                          "import a subset with --articles from the CLI, or raise RAGFT_MAX_FILE_MB")
+                          f"import a subset ({option('articles')}), or raise RAGFT_MAX_FILE_MB")
     with tempfile.TemporaryDirectory(prefix="ragft-squad-") as tmp:
         path = Path(tmp) / (safe_name(Path(file_name.replace("\\", "/")).stem) + ".json")
         path.write_bytes(data)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipelines import files
 from pipelines.config import Settings
-from pipelines.errors import ModelPrepError, UnknownNameError
+from pipelines.errors import ModelPrepError, UnknownNameError, option
 from pipelines.files import sha256_file
 
 # HF causal-LM classes that Ollama v0.11.4's importer (convert/convert.go, LoadModelMetadata)
@@ -144,11 +144,11 @@ def inspect(path: Path, name: str, template: str | None = None, license: str | N
         found = "has no chat template" if not chat else "has a chat template ragft does not recognise"
         raise ModelPrepError(
             f"{path} {found}" + (f" ('{template}' is not one ragft knows)" if template else ""),
-            f"pass --template with one of: {', '.join(TEMPLATES)} (the format the model was instruction-tuned on)",
+            f"pass {option('template')} with one of: {', '.join(TEMPLATES)} (the format the model was instruction-tuned on)",
         )
     if template and chat and detect_template(chat) not in (None, template):
-        raise ModelPrepError(f"--template {template} contradicts the model's own chat template "
-                             f"({detect_template(chat)})", "leave --template out, or fix the model's chat template")
+        raise ModelPrepError(f"{option('template')} {template} contradicts the model's own chat template "
+                             f"({detect_template(chat)})", f"leave {option('template')} out, or fix the model's chat template")
     digest = sha256_file(path) if kind == "gguf" else _folder_digest(path)
     return LocalModel(name, path, kind, arch, chosen, license or "as published by its authors", digest)
 
@@ -207,7 +207,7 @@ def add_model(path: Path, name: str, settings: Settings, template: str | None = 
     if files.safe_name(name) != name:
         raise UnknownNameError(f"model name '{name}' is not usable", f"use a lowercase name such as '{files.safe_name(name)}'")
     if name in builtin or name == "custom":
-        raise UnknownNameError(f"'{name}' is a built-in model", "choose another --name")
+        raise UnknownNameError(f"'{name}' is a built-in model", f"choose another {option('name')}")
     model = inspect(path, name, template, license)
     path_ = registry_path(settings)
     entries = json.loads(path_.read_text(encoding="utf-8")) if path_.is_file() else {}

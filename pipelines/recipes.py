@@ -16,7 +16,7 @@ import numpy as np
 from pipelines import embeddings, leakage, prompts, rag, serving, synthetic
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
-from pipelines.errors import CorpusError
+from pipelines.errors import CorpusError, option
 from pipelines.prompts import CLOSED_BOOK_SYSTEM
 from pipelines.raft import raft_examples
 from pipelines.train import Example, LoraParams, TrainingError
@@ -187,7 +187,7 @@ def tokenize(items: list[TrainItem], tokenizer: Any, max_length: int) -> list[Ex
     if too_long:
         raise TrainingError(f"{len(too_long)} of {len(items)} chat examples are longer than max_length {max_length} "
                             f"(the longest has {max(too_long)} tokens): cutting them would cut their answers",
-                            f"raise --max-length to {max(too_long)} or more")
+                            f"raise {option('max_length')} to {max(too_long)} or more")
     return [e for e in out if any(x != -100 for x in e.labels)]
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import RagftError
+from pipelines.errors import RagftError, option
 
 
 class TrainingError(RagftError):
@@ -64,11 +64,11 @@ class LoraParams:
     def validate(self) -> None:
         for name in ("r", "alpha", "epochs", "max_length", "batch_size", "grad_accum", "checkpoint_every"):
             if getattr(self, name) <= 0:
-                raise TrainingError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise TrainingError(f"{option(name)} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
-            raise TrainingError(f"--lr must be in (0, 1), got {self.lr}")
+            raise TrainingError(f"{option('lr')} must be in (0, 1), got {self.lr}")
         if not 0 <= self.dropout < 1:
-            raise TrainingError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise TrainingError(f"{option('dropout')} must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -238,11 +238,12 @@ def train_lora(
                     loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at step {step + 1}",
-                                        f"lower --lr (now {params.lr}); checkpoints are kept in {ckpt_dir}")
+                                        f"lower {option('lr')} (now {params.lr}); checkpoints are kept in {ckpt_dir}")
                 (loss / params.grad_accum).backward()
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
                 raise TrainingError(f"out of memory at step {step + 1}",
-                                    f"lower --batch-size or --max-length; checkpoints are kept in {ckpt_dir}") from exc
+                                    f"lower {option('batch_size')} or {option('max_length')}; "
+                                    f"checkpoints are kept in {ckpt_dir}") from exc
             tokens += int(batch["attention_mask"].sum())
             accum_loss += float(loss.detach())
             accum_n += 1

@@ -133,6 +133,11 @@ def test_corpus_page_imports_squad_and_browses_it(settings: Settings, squad_file
     at.text_input(key="corpus_squad_articles").set_value("Chloroplast").run()
     at.button(key="corpus_squad_import").click().run()
     assert not at.exception and "imported sq: 63 docs" in _texts(at)
+    at.button(key="corpus_squad_import").click().run()  # again, into the corpus it just made
+    refused = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(e.value for e in at.error))  # as rendered
+    # the fix names the page's own field, not the CLI's flag
+    assert "a corpus already exists" in refused and "Replace a corpus of that name" in refused, refused
+    assert "--replace" not in refused and "--name" not in refused
     at.session_state["app_corpus"] = "sq"  # what the sidebar picker does
     at.run()
     assert not at.exception and "SQuAD v1.1 dev: Chloroplast" in _texts(at)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.history import run_active
+from eval.history import run_active, run_status
 from eval.report import summarise, write_outputs
-from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for, run_status
+from eval.runner import EvalConfig, _RunLock, run_eval, run_id_for
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines import models, procs, rag, serving

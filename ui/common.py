@@ -83,8 +83,29 @@ def link(page: str, label: str, icon: str | None = None) -> None:
         st.markdown(f"{icon or ''} {label} (the **{page.capitalize()}** page)")
 
 
+# The field that sets each choice an error's fix names (the CLI spells the same choices as flags).
+APP_OPTIONS = {
+    "max_length": "“max tokens per example” (Fine-tune page, training options)",
+    "lr": "“learning rate” (Fine-tune page, training options)",
+    "batch_size": "“batch size” (Fine-tune page, training options)",
+    "epochs": "“epochs” (Fine-tune page, training options)",
+    "dropout": "“LoRA dropout” (Fine-tune page, training options)",
+    "allow_leakage": "“Train even if eval questions appear verbatim” (Fine-tune page)",
+    "name": "another “Corpus name”",
+    "replace": "“Replace a corpus of that name”",
+    "articles": "“Articles to keep”",
+    "arms": "the “Arms” you choose",
+    "corpus": "a corpus in the sidebar",
+}
+
+
+def app_option(name: str) -> str:
+    return APP_OPTIONS.get(name, f"“{name.replace('_', ' ')}”")
+
+
 def show_error(exc: RagftError) -> None:
-    st.error(md(exc.message) + (f"\n\n**Fix:** {md(exc.fix)}" if exc.fix else ""))
+    fix = exc.fix_for(app_option)
+    st.error(md(exc.message_for(app_option)) + (f"\n\n**Fix:** {md(fix)}" if fix else ""))
 
 
 def require_server(s: Settings) -> serving.Server:

@@ -93,6 +93,6 @@ for name, col in zip(ARM_NAMES, columns, strict=True):
                    "retrieval_ms": answer.retrieval_ms, "passages": [asdict(p) for p in answer.passages],
                    "scores": answer_scores(answer.text, last["reference"]) if last["reference"] else None}
         except RagftError as exc:  # e.g. no fine-tuned model, no index: the arm says how to get it
-            res = {"error": exc.message, "fix": exc.fix}
+            res = {"error": exc.message_for(common.app_option), "fix": exc.fix_for(common.app_option)}
         last["results"][name] = res
         show_result(res)

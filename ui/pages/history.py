@@ -17,15 +17,9 @@ if not runs:
     st.stop()
 
 
-def _status(r: dict) -> str:
-    # A run left "running" by a process that was stopped is not being answered: say so.
-    if r["status"] == "running" and not history.run_active(s, r["run_id"]):
-        return "stopped (resume it by running the same evaluation again)"
-    return str(r["status"])
-
-
 st.dataframe([{"run": r["run_id"], "corpus": r["corpus"], "arms": ", ".join(r["arms"]), "answers": r["n_answers"],
-               "status": _status(r), "created": common.when(r["created"])} for r in runs], hide_index=True, width="stretch")
+               "status": history.run_status(s, r), "created": common.when(r["created"])} for r in runs],
+             hide_index=True, width="stretch")
 
 st.subheader("Compare two runs")
 if len(runs) < 2:
