@@ -20,6 +20,7 @@ from eval.stats import agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
 from pipelines.arms import ARM_NAMES, ARMS, BASE, finetuned_arms, ordered, retrieval_arms
+from pipelines.errors import cli_option
 from pipelines.leakage import NOT_TAUGHT, TAUGHT
 
 KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "rouge_score", "chrf_score",
@@ -35,35 +36,11 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     by = {(s["arm"], s["qid"], s["metric"]): s for s in scores}
     # paired statistics need the questions every arm answered
     qids = sorted(set.intersection(*[{a["qid"] for a in answers if a["arm"] == arm} for arm in arms])) if arms else []
-    metrics: dict[str, dict[str, Any]] = {}
-    for m in KEY_METRICS:
-        for arm in arms:
-            rows = [by.get((arm, q, m)) for q in qids]
-            present = [r for r in rows if r is not None]
-            if not present:
-                continue
-            values = [r["value"] for r in present if r["value"] is not None]
-            est = asdict(bootstrap_ci(values, seed=run["config"].get("seed", 0)))
-            if not values:  # every score of this metric failed: no mean to show (JSON has no NaN)
-                est.update(mean=None, lo=None, hi=None)
-            metrics.setdefault(m, {})[arm] = {**est, "failures": sum(1 for r in present if r["value"] is None),
-                                              "scored": len(present)}
-    paired = []
+    metrics = _metrics(by, arms, qids, run["config"].get("seed", 0))
     primary = {arm: [by[(arm, q, PRIMARY)]["value"] or 0.0 for q in qids if (arm, q, PRIMARY) in by] for arm in arms}
     f1 = {arm: [by[(arm, q, "token_f1")]["value"] or 0.0 for q in qids if (arm, q, "token_f1") in by] for arm in arms}
     pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
-    paired_objs = {}
-    for a, b in pairs:
-        for m, vals in ((PRIMARY, primary), ("token_f1", f1)):
-            if len(vals[a]) != len(vals[b]) or not vals[a]:
-                continue
-            p = paired_compare(a, vals[a], b, vals[b], [v > 0 for v in vals[a]] if m == PRIMARY else None,
-                               [v > 0 for v in vals[b]] if m == PRIMARY else None)
-            if m == PRIMARY and a == BASE:
-                paired_objs[b] = p
-            paired.append({"a": a, "b": b, "metric": m, "diff": p.diff.mean, "lo": p.diff.lo, "hi": p.diff.hi,
-                           "p_bootstrap": p.p_bootstrap, "p_mcnemar": p.p_mcnemar, "wins": p.wins, "losses": p.losses,
-                           "ties": p.ties, "significant": p.significant})
+    paired, paired_objs = _paired(pairs, primary, f1)
     arm_costs = {}
     for arm in arms:
         arm_rows = [a for a in answers if a["arm"] == arm]
@@ -74,6 +51,75 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     for a, b in pairs:
         n = costs_mod.break_even(arm_costs[a], arm_costs[b])
         breaks.append({"a": a, "b": b, "answers": n})
+    quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
+    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
+    info = run["info"] or {}
+    ft_info = info.get("finetune") or {}
+    fact_split = _fact_split(ft_info.get("facts"), arms, qids, by, run["config"].get("seed", 0))
+    if fact_split:
+        rec.reasons.append(setting_line(fact_split))
+    forgetting = summarise_probe(store.probes(run_id)) if finetuned_arms(arms) else None
+    spread = seed_spread(store, run_id, paired)
+    rec.reasons += [line for line in spread_lines(spread) if "could reverse" in line]
+    return {
+        "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
+        "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
+        "judge_failures": _judge_failures(scores), "judge_agreement": _judge_agreement(by, arms, qids, run["info"] or {}),
+        "events": store.events(run_id), "injection": injection.scan(answers),
+        "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
+                        "tokens_per_s": c.tokens_per_s,
+                        "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
+                    for a, c in arm_costs.items()},
+        "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
+        "error_attribution": _attribution(arms, qids, by),
+        "recommendation": asdict(rec), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
+        "fact_split": fact_split, "forgetting": forgetting, "seed_spread": spread, "accept_loss": (needs or Needs()).accept_loss,
+        "leakage": ft_info.get("leakage"),
+        "leakage_statement": _leakage_statement(ft_info),
+    }
+
+
+Rows = dict[tuple[str, str, str], dict[str, Any]]  # (arm, qid, metric) → stored score
+
+
+def _metrics(by: Rows, arms: list[str], qids: list[str], seed: int) -> dict[str, dict[str, Any]]:
+    """Every key metric per arm: bootstrap mean and CI over the questions all arms answered, failures counted."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for m in KEY_METRICS:
+        for arm in arms:
+            present = [r for r in (by.get((arm, q, m)) for q in qids) if r is not None]
+            if not present:
+                continue
+            values = [r["value"] for r in present if r["value"] is not None]
+            est = asdict(bootstrap_ci(values, seed=seed))
+            if not values:  # every score of this metric failed: no mean to show (JSON has no NaN)
+                est.update(mean=None, lo=None, hi=None)
+            metrics.setdefault(m, {})[arm] = {**est, "failures": sum(1 for r in present if r["value"] is None),
+                                              "scored": len(present)}
+    return metrics
+
+
+def _paired(pairs: list[tuple[str, str]], primary: dict[str, list[float]], f1: dict[str, list[float]]
+            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Paired bootstrap (and McNemar on the primary metric) for every pair of arms; the comparisons
+    against base, which the recommendation reads, also as objects."""
+    paired, against_base = [], {}
+    for a, b in pairs:
+        for m, vals in ((PRIMARY, primary), ("token_f1", f1)):
+            if len(vals[a]) != len(vals[b]) or not vals[a]:
+                continue
+            p = paired_compare(a, vals[a], b, vals[b], [v > 0 for v in vals[a]] if m == PRIMARY else None,
+                               [v > 0 for v in vals[b]] if m == PRIMARY else None)
+            if m == PRIMARY and a == BASE:
+                against_base[b] = p
+            paired.append({"a": a, "b": b, "metric": m, "diff": p.diff.mean, "lo": p.diff.lo, "hi": p.diff.hi,
+                           "p_bootstrap": p.p_bootstrap, "p_mcnemar": p.p_mcnemar, "wins": p.wins, "losses": p.losses,
+                           "ties": p.ties, "significant": p.significant})
+    return paired, against_base
+
+
+def _attribution(arms: list[str], qids: list[str], by: Rows) -> dict[str, dict[str, int]]:
+    """Why each retrieval arm's wrong answers were wrong: the passage was not retrieved, or it was and the model missed."""
     attribution = {}
     for arm in retrieval_arms(arms):
         c = {"correct": 0, "retrieval_miss": 0, "generation_error": 0}
@@ -86,39 +132,19 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
             else:
                 c["generation_error"] += 1
         attribution[arm] = c
-    quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
-    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
-    info = run["info"] or {}
-    ft_info = info.get("finetune") or {}
-    fact_split = _fact_split(ft_info.get("facts"), arms, qids, by, run["config"].get("seed", 0))
-    if fact_split:
-        rec.reasons.append(setting_line(fact_split))
-    forgetting = summarise_probe(store.probes(run_id)) if finetuned_arms(arms) else None
-    spread = seed_spread(store, run_id, paired)
-    rec.reasons += [line for line in spread_lines(spread) if "could reverse" in line]
+    return attribution
+
+
+def _leakage_statement(ft_info: dict[str, Any]) -> str:
     leak = ft_info.get("leakage")
-    return {
-        "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
-        "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
-        "judge_failures": _judge_failures(scores), "judge_agreement": _judge_agreement(by, arms, qids, run["info"] or {}),
-        "events": store.events(run_id), "injection": injection.scan(answers),
-        "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
-                        "tokens_per_s": c.tokens_per_s,
-                        "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
-                    for a, c in arm_costs.items()},
-        "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
-        "error_attribution": attribution,
-        "recommendation": asdict(rec), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
-        "fact_split": fact_split, "forgetting": forgetting, "seed_spread": spread, "accept_loss": (needs or Needs()).accept_loss,
-        "leakage": leak,
-        "leakage_statement": (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
-                              f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
-                              f"{leak['paraphrase']} eval questions with a paraphrase in training (paraphrase coverage)"
-                              + (" — trained with --allow-leakage" if ft_info.get("allow_leakage") else "")
-                              + (f"; {ft_info['mix']['examples']} reading examples mixed in from corpus "
-                                 f"'{ft_info['mix']['corpus']}' (its training questions)" if ft_info.get("mix") else ""))
-        if leak else "no fine-tuned arm in this run",
-    }
+    if not leak:
+        return "no fine-tuned arm in this run"
+    return (f"fine-tune {ft_info.get('run_id')}: leakage guard found {leak['verbatim']} verbatim, "
+            f"{leak['near_verbatim']} near-verbatim eval questions in its training data, and "
+            f"{leak['paraphrase']} eval questions with a paraphrase in training (paraphrase coverage)"
+            + (f" — trained with {cli_option('allow_leakage')}" if ft_info.get("allow_leakage") else "")
+            + (f"; {ft_info['mix']['examples']} reading examples mixed in from corpus "
+               f"'{ft_info['mix']['corpus']}' (its training questions)" if ft_info.get("mix") else ""))
 
 
 def _fact_split(facts: dict[str, str] | None, arms: list[str], qids: list[str],

@@ -72,18 +72,7 @@ def _row(arm: str, qa: QA, a: Answer) -> dict[str, Any]:
 def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
              progress: Progress | None = None, log: Callable[[str], None] = print, rerun: bool = False) -> str:
     """Answer and score everything not yet stored; returns the run id."""
-    for arm_name in cfg.arms:
-        check_arm_name(arm_name)
-    if not corpus.eval:
-        raise RagftError(f"corpus '{corpus.name}' has no eval questions (qa/eval.jsonl)", "add held-out questions to evaluate")
-    if missing := corpora.missing_sources(corpus):
-        # Retrieval can never find a document the corpus lacks: the scores would measure the gap.
-        docs = sorted({s for q in missing for s in q.source_ids if s not in corpus.doc_paths})
-        raise CorpusError(f"{len(missing)} of {len(corpus.eval)} eval questions of corpus '{corpus.name}' cite documents "
-                          f"it does not have ({', '.join(docs[:3])}{' …' if len(docs) > 3 else ''})",
-                          f"add those documents to {corpus.root / 'docs'}, or remove the questions from qa/eval.jsonl")
-    if retrieval_arms(cfg.arms):
-        rag.require_index(corpus, settings)
+    _check_inputs(corpus, cfg, settings)
     server = serving.ensure_server(settings, log)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
@@ -104,17 +93,12 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     try:
         if rerun and run_id in {r["run_id"] for r in store.runs()}:
             log(f"answering run {run_id} again; the previous database is backed up at {store.delete_run(run_id)}")
-        resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {**asdict(cfg), "model": settings.model,
-                                                                   "quantization": settings.quantization,
-                                                                   "decoding": settings.decoding_options(),
-                                                                   "top_k": settings.top_k,
-                                                                   "retrieval_mode": settings.retrieval_mode,
-                                                                   "n_questions": len(questions),
-                                                                   "probe_items": settings.probe_items,
-                                                                   "index": (rag.index_identity(corpus, settings)
-                                                                             if retrieval_arms(cfg.arms)
-                                                                             else None),
-                                                                   "judge": judge_spec.describe() if judge_spec else None})
+        resumed = store.ensure_run(run_id, corpus.name, cfg.arms, {
+            **asdict(cfg), "model": settings.model, "quantization": settings.quantization,
+            "decoding": settings.decoding_options(), "top_k": settings.top_k, "retrieval_mode": settings.retrieval_mode,
+            "n_questions": len(questions), "probe_items": settings.probe_items,
+            "index": rag.index_identity(corpus, settings) if retrieval_arms(cfg.arms) else None,
+            "judge": judge_spec.describe() if judge_spec else None})
         total = len(questions) * len(cfg.arms)
         done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
         if resumed and done < total:
@@ -122,23 +106,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
             store.add_event(run_id, "resumed", f"{done} of {total} answers already stored; answering the rest")
         try:
             for name, arm in arms.items():
-                todo = [q for q in questions if q.id not in store.answered(run_id, name)]
-
-                def answer(qa: QA, arm: Any = arm, name: str = name) -> None:
-                    a = _answer_with_retries(arm, qa, server, settings, store, run_id, name, log)
-                    store.save_answer(run_id, _row(name, qa, a))
-
-                pool = ThreadPoolExecutor(max(1, cfg.concurrency))
-                try:
-                    for future in as_completed([pool.submit(answer, q) for q in todo]):
-                        future.result()
-                        done += 1
-                        _record_restarts(server, store, run_id, log)
-                        if progress:
-                            progress(done, total, f"answering ({name})")
-                finally:
-                    # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
-                    pool.shutdown(wait=True, cancel_futures=True)
+                done = _answer_arm(name, arm, questions, cfg.concurrency, server, settings, store, run_id, log,
+                                   progress, done, total)
         except Exception as exc:
             _record_restarts(server, store, run_id, log)
             store.add_event(run_id, "stopped", f"{type(exc).__name__}: {exc}"[:500])
@@ -159,6 +128,46 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     finally:
         lock.release()
     return run_id
+
+
+def _check_inputs(corpus: Corpus, cfg: EvalConfig, settings: Settings) -> None:
+    """Everything that would make the run measure something other than the arms fails before any answer."""
+    for arm_name in cfg.arms:
+        check_arm_name(arm_name)
+    if not corpus.eval:
+        raise RagftError(f"corpus '{corpus.name}' has no eval questions (qa/eval.jsonl)", "add held-out questions to evaluate")
+    if missing := corpora.missing_sources(corpus):
+        # Retrieval can never find a document the corpus lacks: the scores would measure the gap.
+        docs = sorted({s for q in missing for s in q.source_ids if s not in corpus.doc_paths})
+        raise CorpusError(f"{len(missing)} of {len(corpus.eval)} eval questions of corpus '{corpus.name}' cite documents "
+                          f"it does not have ({', '.join(docs[:3])}{' …' if len(docs) > 3 else ''})",
+                          f"add those documents to {corpus.root / 'docs'}, or remove the questions from qa/eval.jsonl")
+    if retrieval_arms(cfg.arms):
+        rag.require_index(corpus, settings)
+
+
+def _answer_arm(name: str, arm: Any, questions: list[QA], concurrency: int, server: serving.Server, settings: Settings,
+                store: Store, run_id: str, log: Callable[[str], None], progress: Progress | None, done: int,
+                total: int) -> int:
+    """Answer (and store, one by one) the questions this arm has not answered yet; returns answers done so far."""
+    todo = [q for q in questions if q.id not in store.answered(run_id, name)]
+
+    def answer(qa: QA) -> None:
+        a = _answer_with_retries(arm, qa, server, settings, store, run_id, name, log)
+        store.save_answer(run_id, _row(name, qa, a))
+
+    pool = ThreadPoolExecutor(max(1, concurrency))
+    try:
+        for future in as_completed([pool.submit(answer, q) for q in todo]):
+            future.result()
+            done += 1
+            _record_restarts(server, store, run_id, log)
+            if progress:
+                progress(done, total, f"answering ({name})")
+    finally:
+        # On an interrupt, answers in flight finish and are stored; queued ones are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done
 
 
 def _probe(run_id: str, server: serving.Server, settings: Settings, store: Store, ft_model: str,

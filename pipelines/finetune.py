@@ -17,12 +17,13 @@ from typing import Any
 
 from filelock import FileLock
 
+from pipelines import corpus as corpora
 from pipelines import files, generation, models, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import ModelPrepError, option
 from pipelines.finetune_runs import latest_run, load_run, make_run_dir, resume_dir, runs_dir, write_loss_plot
-from pipelines.recipes import MIX_SHARE, SYNTHETIC_KINDS, build_items, check_leakage, mix_items, tokenize
+from pipelines.recipes import MIX_SHARE, SYNTHETIC_KINDS, TrainItem, build_items, check_leakage, mix_items, tokenize
 from pipelines.train import LoraParams, TrainingError, merge_adapter, train_lora
 
 
@@ -62,8 +63,6 @@ def finetune(
         record = load_run(run_dir)
         recipes, params = record["recipes"], LoraParams(**record["params"])
         if record.get("mix"):
-            from pipelines import corpus as corpora
-
             mix = corpora.load(record["mix"]["corpus"], settings)
     else:
         run_dir = make_run_dir(corpus, settings)
@@ -78,6 +77,37 @@ def finetune(
         log(f"mixing in {len(mixed)} reading examples from corpus '{mix.name}' (its training questions)")
         items += mixed
     stage("checking leakage…")
+    items = _guard(corpus, items, run_dir, record, allow_leakage, log)
+
+    from transformers import AutoTokenizer
+
+    stage("tokenising…")
+    examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
+    record.update(status="training", n_items=len(items), n_examples=len(examples))
+    files.write_json(run_dir / "run.json", record, indent=1)
+    log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
+    stage("loading model…" if not resume_run else "loading checkpoint…")
+    result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
+                        progress=progress, stop_after_steps=stop_after_steps,
+                        device_request=settings.train_device)
+    if result["status"] == "interrupted":
+        record["status"] = "interrupted"
+        files.write_json(run_dir / "run.json", record, indent=1)
+        return record
+    record["training"] = result
+    record["status"] = "trained"
+    write_loss_plot(run_dir)
+    files.write_json(run_dir / "run.json", record, indent=1)
+    stage("merging and serving…")
+    record.update(export(run_dir, record, settings, server, log))
+    files.write_json(run_dir / "run.json", record, indent=1)
+    return record
+
+
+def _guard(corpus: Corpus, items: list[TrainItem], run_dir: Path, record: dict[str, Any], allow_leakage: bool,
+           log: Callable[[str], None]) -> list[TrainItem]:
+    """The leakage guard over the training items: its report is written and put on the record; an eval
+    question verbatim in the training data refuses the run unless the user allows it."""
     report = check_leakage(corpus, items)
     # A teacher that never saw the eval questions can still write one of them (on the demo corpus
     # it wrote 3 of 53 word for word): such a pair is dropped, not trained on and not a reason to
@@ -104,30 +134,7 @@ def finetune(
         raise TrainingError(f"{len(report.verbatim)} eval question(s) appear verbatim in the training data "
                             f"(see {run_dir / 'leakage.json'})",
                             f"remove them from the training data, or pass {option('allow_leakage')} (the run will say so)")
-
-    from transformers import AutoTokenizer
-
-    stage("tokenising…")
-    examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
-    record.update(status="training", n_items=len(items), n_examples=len(examples))
-    files.write_json(run_dir / "run.json", record, indent=1)
-    log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
-    stage("loading model…" if not resume_run else "loading checkpoint…")
-    result = train_lora(base_dir, examples, params, run_dir, settings.num_threads, resume=bool(resume_run),
-                        progress=progress, stop_after_steps=stop_after_steps,
-                        device_request=settings.train_device)
-    if result["status"] == "interrupted":
-        record["status"] = "interrupted"
-        files.write_json(run_dir / "run.json", record, indent=1)
-        return record
-    record["training"] = result
-    record["status"] = "trained"
-    write_loss_plot(run_dir)
-    files.write_json(run_dir / "run.json", record, indent=1)
-    stage("merging and serving…")
-    record.update(export(run_dir, record, settings, server, log))
-    files.write_json(run_dir / "run.json", record, indent=1)
-    return record
+    return items
 
 
 def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: serving.Server,

@@ -176,8 +176,7 @@ def train_lora(
 ) -> dict[str, Any]:
     """Train a LoRA adapter on `examples`; returns the measurements of the run."""
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     params.validate()
     if not examples:
@@ -187,15 +186,7 @@ def train_lora(
     device = dev.name
     torch.manual_seed(params.seed)
     random.seed(params.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = model.to(device)
-    if params.checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(model, LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                                             target_modules=params.target_modules, task_type="CAUSAL_LM"))
+    model, pad_id = _lora_model(base_dir, params, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
     lengths = [len(e.input_ids) for e in examples]
@@ -207,22 +198,10 @@ def train_lora(
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoint"
     log_path = run_dir / "loss.jsonl"
-    step, epoch0, batch0, tokens, elapsed0 = 0, 0, 0, 0, 0.0
-    if resume and (ckpt_dir / "state.pt").is_file():
-        try:  # tensors and numbers only: a pickled object planted in the checkpoint is refused, never run
-            state = torch.load(ckpt_dir / "state.pt", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise TrainingError(f"the checkpoint {ckpt_dir / 'state.pt'} holds more than tensors and numbers; "
-                                "ragft does not load it", f"delete {ckpt_dir} to train this run from the start") from exc
-        set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, epoch0, batch0, tokens, elapsed0 = (state["step"], state["epoch"], state["batch"], state["tokens"],
-                                                  state["elapsed_s"])
-        _truncate_log(log_path, step)
-    elif log_path.exists():
-        log_path.unlink()
+    step, epoch0, batch0, tokens, elapsed0 = (_restore(ckpt_dir, model, optimizer, scheduler, log_path) if resume
+                                              else (0, 0, 0, 0, 0.0))
+    if step == 0:
+        log_path.unlink(missing_ok=True)
 
     model.train()
     started = time.perf_counter() - elapsed0
@@ -233,17 +212,7 @@ def train_lora(
         for b in range(start_batch, len(batches)):
             batch = _collate([examples[i] for i in batches[b]], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            try:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.autocast_bf16):
-                    loss = model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss.item()} at step {step + 1}",
-                                        f"lower {option('lr')} (now {params.lr}); checkpoints are kept in {ckpt_dir}")
-                (loss / params.grad_accum).backward()
-            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                raise TrainingError(f"out of memory at step {step + 1}",
-                                    f"lower {option('batch_size')} or {option('max_length')}; "
-                                    f"checkpoints are kept in {ckpt_dir}") from exc
+            loss = _backward(model, batch, dev, params, step, ckpt_dir)
             tokens += int(batch["attention_mask"].sum())
             accum_loss += float(loss.detach())
             accum_n += 1
@@ -277,6 +246,62 @@ def train_lora(
         "device": device, "bf16_autocast": dev.autocast_bf16, "threads": threads,
         "final_loss": _last_loss(log_path), "params": asdict(params),
     }
+
+
+def _lora_model(base_dir: Path, params: LoraParams, device: str) -> tuple[Any, int]:
+    """The base model with fresh LoRA adapters on `params.target_modules`, and its padding token id."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = model.to(device)
+    if params.checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                                             target_modules=params.target_modules, task_type="CAUSAL_LM"))
+    return model, int(pad_id)
+
+
+def _restore(ckpt_dir: Path, model: Any, optimizer: Any, scheduler: Any, log_path: Path) -> tuple[int, int, int, int, float]:
+    """Continue from the last checkpoint (step, epoch, batch, tokens, elapsed s); from the start without one."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    if not (ckpt_dir / "state.pt").is_file():
+        return 0, 0, 0, 0, 0.0
+    try:  # tensors and numbers only: a pickled object planted in the checkpoint is refused, never run
+        state = torch.load(ckpt_dir / "state.pt", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"the checkpoint {ckpt_dir / 'state.pt'} holds more than tensors and numbers; "
+                            "ragft does not load it", f"delete {ckpt_dir} to train this run from the start") from exc
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    _truncate_log(log_path, state["step"])
+    return state["step"], state["epoch"], state["batch"], state["tokens"], state["elapsed_s"]
+
+
+def _backward(model: Any, batch: dict[str, Any], dev: Device, params: LoraParams, step: int, ckpt_dir: Path) -> Any:
+    """Forward and backward one micro-batch; a loss that is not finite or memory that runs out stops the run."""
+    import torch
+
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.autocast_bf16):
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} at step {step + 1}",
+                                f"lower {option('lr')} (now {params.lr}); checkpoints are kept in {ckpt_dir}")
+        (loss / params.grad_accum).backward()
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        raise TrainingError(f"out of memory at step {step + 1}",
+                            f"lower {option('batch_size')} or {option('max_length')}; "
+                            f"checkpoints are kept in {ckpt_dir}") from exc
+    return loss
 
 
 def _checkpoint(ckpt_dir: Path, model: Any, optimizer: Any, scheduler: Any, step: int, epoch: int, batch: int,
