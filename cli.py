@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +12,10 @@ from rich.console import Console
 from rich.markup import escape as esc
 from rich.table import Table
 
-from pipelines import doctor, models, ollama_build, serving
+from pipelines import doctor, models, serving
 from pipelines.arms import ARM_NAMES, BASE
 from pipelines.config import Settings, load_settings
-from pipelines.errors import CorpusError, RagftError
+from pipelines.errors import RagftError
 
 app = typer.Typer(help="Should you use RAG, a LoRA fine-tune, or both? Measured on your documents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -53,7 +54,7 @@ def _warn(message: object) -> None:
     err.print(esc(str(message)))
 
 
-def _listing(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _listing(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """A table when it fits the terminal, else one block per row: ids and model names are never cut.
 
     Users copy run ids into --resume and model names into `ollama run`; a table squeezed into
@@ -93,14 +94,13 @@ def doctor_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
 @app.command("setup")
 def setup_cmd(model: ModelOpt = None, data_dir: DataDirOpt = None) -> None:
     """Get Ollama (found or built), start it on 127.0.0.1 and prepare the base model."""
-    settings = _settings(model, data_dir)
-    binary = ollama_build.ensure_binary(settings, _say)
-    console.print(f"ollama: {binary.path} (version {binary.version}, from {binary.source})")
-    server = serving.ensure_server(settings, _say)
-    console.print(f"server: {server.url} (version {server.version})")
-    spec = models.get_spec(settings.model, settings)
-    name = models.ensure_served(spec, settings, server, _say)
-    console.print(f"[green]ready:[/] base model [bold]{name}[/] ({esc(spec.description)}; license {esc(spec.license)})")
+    from eval import services
+
+    done = services.setup(_settings(model, data_dir), _say)
+    console.print(f"ollama: {done.binary.path} (version {done.binary.version}, from {done.binary.source})")
+    console.print(f"server: {done.server.url} (version {done.server.version})")
+    console.print(f"[green]ready:[/] base model [bold]{done.model}[/] ({esc(done.spec.description)}; "
+                  f"license {esc(done.spec.license)})")
 
 
 models_app = typer.Typer(help="List the base models, or add your own (a GGUF file or HF folder).")
@@ -196,17 +196,15 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
     """Build or update a corpus's index (only new or changed documents are embedded)."""
     from rich.progress import Progress
 
-    from pipelines import corpus as corpora
-    from pipelines import rag
+    from eval import services
 
-    settings = _settings(None, data_dir)
-    loaded = corpora.load(corpus, settings)
-    if rebuild and (moved := rag.move_store_aside(settings)):
-        err.print(f"the previous index store was moved to {moved}")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("indexing", total=None)
-        report = rag.build_index(loaded, settings, lambda done, total, what: bar.update(task, completed=done, total=total,
-                                                                                          description=what))
+        indexed = services.index(services.IndexSpec(corpus, rebuild), _settings(None, data_dir),
+                                 lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
+    if indexed.moved_aside:
+        err.print(f"the previous index store was moved to {indexed.moved_aside}")
+    report = indexed.report
     for problem in report.problems:
         err.print(f"[yellow]warning:[/] {esc(problem)}")
     console.print(f"index [bold]{report.collection}[/]: {len(report.added)} added, {len(report.changed)} changed, "
@@ -248,38 +246,21 @@ def finetune_cmd(
     """LoRA fine-tune the base model on a corpus, merge it and serve it from the same Ollama."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pipelines import corpus as corpora
-    from pipelines import finetune as ft
+    from eval import services
     from pipelines import recipes as training_recipes
-    from pipelines.train import LoraParams
 
-    settings = _settings(model, data_dir)
-    if teacher:
-        settings.teacher_model = teacher
-    loaded = corpora.load(corpus, settings)
-    mixed = corpora.load(mix, settings) if mix else None
-    if mixed is not None and mixed.name == loaded.name:
-        raise CorpusError(f"--mix {mix} is the corpus being fine-tuned", "mix in a different corpus")
-    recipes = training_recipes.parse_recipes(recipe) if recipe else training_recipes.default_recipes(loaded, settings)
-    defaults = training_recipes.recipe_defaults(recipes)
-    modules: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
-    params = LoraParams(r=r, alpha=alpha, dropout=dropout, target_modules=modules,  # type: ignore[arg-type]
-                        epochs=epochs or defaults["epochs"], lr=lr, max_length=max_length or defaults["max_length"],
-                        batch_size=batch_size or defaults["batch_size"],
-                        grad_accum=grad_accum, seed=seed,
-                        checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing)
-    params.validate()
-    server = serving.ensure_server(settings, _warn)
-    models.ensure_served(models.get_spec(settings.model, settings), settings, server, _say)
+    spec = services.FinetuneSpec(
+        corpus, training_recipes.parse_recipes(recipe) if recipe else None, teacher, mix, epochs, lr, r, alpha, dropout,
+        target_modules if target_modules == "all-linear" else target_modules.split(","), batch_size, grad_accum,
+        max_length, checkpoint_every, gradient_checkpointing, seed, allow_leakage, resume)
     # Until the first optimizer step the bar says what is happening (leakage check, model load), not "step 0/None".
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("fine-tuning", total=None, loss="-", stage="preparing…")
-        record = ft.finetune(loaded, settings, server, recipes, params, allow_leakage, resume, mix=mixed,
-                             log=lambda m: bar.console.print(esc(str(m))),
-                             progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}",
-                                                                    stage=f"step {s}/{t}"),
-                             stage=lambda what: bar.update(task, stage=what))
+        record = services.finetune(spec, _settings(model, data_dir), log=lambda m: bar.console.print(esc(str(m))),
+                                   progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"{loss:.3f}",
+                                                                          stage=f"step {s}/{t}"),
+                                   stage=lambda what: bar.update(task, stage=what))
     t = record.get("training", {})
     console.print(f"[green]done:[/] run {record['run_id']} → {record.get('ollama_model')}; {t.get('steps')} steps, "
                   f"{t.get('train_tokens')} tokens in {t.get('wall_s')} s ({t.get('tokens_per_s')} tok/s), "
@@ -327,29 +308,19 @@ def eval_cmd(
     """Run (or resume) the held-out questions through the arms, score them, write the report."""
     from rich.progress import Progress
 
-    from eval.history import one_off_seconds
-    from eval.recommend import Needs
-    from eval.report import summarise, write_outputs
-    from eval.runner import EvalConfig, run_eval
-    from eval.store import Store
-    from pipelines import corpus as corpora
+    from eval import services
 
-    settings = _settings(model, data_dir)
-    loaded = corpora.load(corpus, settings)
-    cfg = EvalConfig([a.strip() for a in arms.split(",") if a.strip()], limit, seed, concurrency, judge)
+    spec = services.EvalSpec(corpus, [a.strip() for a in arms.split(",") if a.strip()], limit, seed, judge, concurrency,
+                             rerun, str(out), price_per_hour, docs_change_often, need_citations, latency_budget_ms,
+                             offline, accept_loss)
     gates = _parse_gates(fail_under or [])
-    store = Store(settings.runs_db)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("evaluating", total=None)
-        run_id = run_eval(loaded, cfg, settings, store,
-                          lambda d, t, what: bar.update(task, completed=d, total=t, description=what), log=_warn,
-                          rerun=rerun)
-    summary = summarise(store, run_id, price_per_hour, Needs(docs_change_often, need_citations, latency_budget_ms, offline,
-                                                                accept_loss / 100),
-                        one_off_seconds(loaded, settings))
-    paths = write_outputs(store, run_id, summary, out)
+        result = services.evaluate(spec, _settings(model, data_dir), _warn,
+                                   lambda d, t, what: bar.update(task, completed=d, total=t, description=what))
+    summary = result.summary
     _print_summary(summary)
-    console.print(f"report: {paths['report.html']}")
+    console.print(f"report: {result.outputs['report.html']}")
     failed = _check_gates(summary, gates)
     for line in failed:
         err.print(f"[red]fail-under:[/] {line}")
@@ -559,7 +530,9 @@ def corpus_add(
 @serve_app.command("start")
 def serve_start(data_dir: DataDirOpt = None) -> None:
     """Start (or reuse) the Ollama server for this data dir."""
-    server = serving.ensure_server(_settings(None, data_dir), _say)
+    from eval import services
+
+    server = services.serve(_settings(None, data_dir), _say)
     console.print(f"{server.url} (version {server.version}, pid {server.pid or 'not ragft-owned'})")
 
 

@@ -7,7 +7,6 @@ and fine-tune records.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,6 @@ from pipelines import finetune_runs, rag
 from pipelines.arms import ARMS
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
-
-
-def matching_run(store: Store, corpus: str, arms: list[str], limit: int | None, seed: int,
-                 model: str | None = None) -> dict[str, Any] | None:
-    """The newest stored run of `ragft eval CORPUS --arms … --limit … --seed …`, if it has started.
-
-    The runner derives the run id from more than these (models, settings); matching on what the
-    command says is enough to follow the run that command is answering.
-    """
-    found = [r for r in store.runs() if r["corpus"] == corpus and r["arms"] == arms
-             and json.loads(r["config"]).get("limit") == limit and json.loads(r["config"]).get("seed") == seed
-             and (model is None or json.loads(r["config"]).get("model") == model)]
-    return found[-1] if found else None
 
 
 def run_progress(store: Store, settings: Settings, run_id: str) -> dict[str, Any]:

@@ -70,8 +70,9 @@ def _row(arm: str, qa: QA, a: Answer) -> dict[str, Any]:
 
 
 def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
-             progress: Progress | None = None, log: Callable[[str], None] = print, rerun: bool = False) -> str:
-    """Answer and score everything not yet stored; returns the run id."""
+             progress: Progress | None = None, log: Callable[[str], None] = print, rerun: bool = False,
+             started: Callable[[str], None] | None = None) -> str:
+    """Answer and score everything not yet stored; returns the run id (`started` hears it before the first answer)."""
     _check_inputs(corpus, cfg, settings)
     server = serving.ensure_server(settings, log)
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
@@ -87,6 +88,8 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     # A remote judge's URL is part of the run's identity (its path only, never a key).
     run_id = run_id_for(corpus, cfg, settings, ft_models, None if judge_spec is None or judge_spec.local
                         else judge_spec.base_url)
+    if started:
+        started(run_id)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
     info = _ft_info(corpus, settings, ft_models)
     lock = _RunLock(history.lock_path(settings, run_id))  # released when this process ends, however it ends

@@ -50,11 +50,13 @@ def finetune(
     progress: Callable[[int, int, float], None] | None = None,
     stop_after_steps: int | None = None,
     stage: Callable[[str], None] = lambda _: None,
+    started: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record.
 
     `stage` hears what happens before the first step ("checking leakage…"), for progress bars.
     `mix`: another corpus whose training questions are mixed in as reading examples (`mix_items`).
+    `started` hears the run id as soon as the run folder exists (a background job records it).
     """
     spec = models.get_spec(settings.model, settings)
     base_dir = models.ensure_hf_weights(spec, settings, log)
@@ -69,6 +71,8 @@ def finetune(
         record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
                   "quantization": settings.quantization, "recipes": recipes, "params": asdict(params),
                   "status": "preparing", "created": datetime.now(UTC).isoformat()}
+    if started:
+        started(run_dir.name)
     stage("building training data…")
     items = build_items(corpus, recipes, settings, server, log)
     if mix is not None:

@@ -84,13 +84,6 @@ def latest_run(corpus_name: str, settings: Settings) -> dict[str, Any] | None:
     return done[-1] if done else None
 
 
-def find_run(corpus_name: str, settings: Settings, since: float) -> dict[str, Any] | None:
-    """The newest run of a corpus created at or after `since` (a Unix time): the one a job just started."""
-    found = [r for r in list_runs(settings) if r.get("corpus") == corpus_name
-             and datetime.fromisoformat(str(r["created"])).timestamp() >= since - 2]  # clock granularity: seconds
-    return found[-1] if found else None
-
-
 def read_losses(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of loss.jsonl so far; a line the training loop is writing right now is skipped."""
     rows = []

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pipelines import embeddings, files
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
-from pipelines.errors import CorpusError, RagftError
+from pipelines.errors import CorpusError, RagftError, option
 from pipelines.models import safe_name
 
 Progress = Callable[[int, int, str], None]
@@ -274,7 +274,7 @@ def require_index(corpus: Corpus, settings: Settings) -> None:
         count = 0
     if count == 0:
         raise CorpusError(f"corpus '{corpus.name}' has no index ('{name}') for the rag arms",
-                          f"run `ragft index {corpus.name}` first, or leave rag and ft_rag out of --arms")
+                          f"run `ragft index {corpus.name}` first, or leave rag and ft_rag out of {option('arms')}")
 
 
 def index_record(corpus: Corpus, settings: Settings) -> dict[str, Any] | None:
@@ -332,31 +332,35 @@ def retrieve(corpus: Corpus, question: str, settings: Settings, k: int | None = 
     bm25 = _bm25(str(settings.data_dir), settings.chroma_url, name, count, pool) \
         if mode in ("bm25", "hybrid") else None
     started = time.perf_counter()
-    dense_hits: list[Any] = []
-    if embed is not None:
-        from llama_index.core.schema import NodeWithScore
-
-        vec = embed.get_query_embedding(question)
-        res = col.query(query_embeddings=[vec], n_results=min(pool if mode == "hybrid" else k, count),
-                        include=["documents", "metadatas", "distances"])
-        dense_hits = [NodeWithScore(node=_node(i, t, m), score=1.0 - d)
-                      for i, t, m, d in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
-                                            strict=True)]
-        if mode == "dense":
-            return _to_hits(dense_hits), (time.perf_counter() - started) * 1000
+    query = QueryBundle(question)
+    if mode == "dense":
+        return _to_hits(_dense_retriever(col, embed, min(k, count)).retrieve(query)), (time.perf_counter() - started) * 1000
     assert bm25 is not None
-    sparse_hits = bm25.retrieve(QueryBundle(question))
     if mode == "bm25":
-        return _to_hits(sparse_hits[:k]), (time.perf_counter() - started) * 1000
-    fused = _reciprocal_rank_fusion([dense_hits, sparse_hits])[:k]
-    return _to_hits(fused), (time.perf_counter() - started) * 1000
-
-
-def _reciprocal_rank_fusion(result_lists: list[list[Any]]) -> list[Any]:
-    # LlamaIndex's QueryFusionRetriever implements exactly this (k = 60) but insists on an LLM
-    # and async retrievers even with one query; we reuse its fusion, not its orchestration.
+        return _to_hits(bm25.retrieve(query)[:k]), (time.perf_counter() - started) * 1000
+    from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import QueryFusionRetriever
+    from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 
-    fused = QueryFusionRetriever._reciprocal_rerank_fusion(  # the method does not use `self`
-        cast(QueryFusionRetriever, None), {("", i): lst for i, lst in enumerate(result_lists)})
-    return list(fused)
+    # Reciprocal-rank fusion (k = 60) of both candidate pools. One query (num_queries=1): the
+    # LLM that would write query variations is never called, so a stand-in is passed.
+    fusion = QueryFusionRetriever([_dense_retriever(col, embed, min(pool, count)), bm25], llm=MockLLM(),
+                                  mode=FUSION_MODES.RECIPROCAL_RANK, similarity_top_k=k, num_queries=1,
+                                  use_async=False)
+    return _to_hits(fusion.retrieve(query)), (time.perf_counter() - started) * 1000
+
+
+def _dense_retriever(col: Any, embed: Any, n: int) -> Any:
+    """The Chroma collection's nearest chunks as a LlamaIndex retriever (cosine similarity scores)."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, QueryBundle
+
+    class Dense(BaseRetriever):
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            vec = embed.get_query_embedding(query_bundle.query_str)
+            res = col.query(query_embeddings=[vec], n_results=n, include=["documents", "metadatas", "distances"])
+            return [NodeWithScore(node=_node(i, t, m), score=1.0 - d)
+                    for i, t, m, d in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                                          strict=True)]
+
+    return Dense()

@@ -14,10 +14,11 @@ from streamlit.testing.v1 import AppTest
 from eval.metrics import answer_scores
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import finetune_runs, jobs, rag, serving
+from pipelines import finetune_runs, rag, serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
 from tests.helpers import encrypted_pdf
+from ui import jobs
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("status", "corpus", "finetune", "compare", "evaluate", "report", "history")
@@ -149,7 +150,7 @@ def test_corpus_page_imports_squad_and_browses_it(settings: Settings, squad_file
 def test_corpus_page_builds_the_index_as_a_job_with_progress(settings: Settings) -> None:
     at = _page("corpus").run()
     at.button(key="corpus_index").click().run()
-    assert not at.exception and "ragft index port-vellmar" in _texts(at)
+    assert not at.exception and "index port-vellmar" in _texts(at)
     job = _wait_job(settings, "index")
     assert job.status == jobs.DONE, job.log_tail()
     at.run()
@@ -273,16 +274,16 @@ def test_evaluate_runs_as_a_job_and_the_report_opens(demo_env: tuple[Settings, c
     at.number_input(key="eval_limit").set_value(2)
     at.number_input(key="eval_seed").set_value(11).run()
     at.button(key="eval_start").click().run()
-    assert not at.exception and "ragft eval port-vellmar --arms base,rag --seed 11" in _texts(at)
+    assert not at.exception and "evaluate port-vellmar · arms base, rag · limit 2 · seed 11" in _texts(at)
     assert at.button(key="eval_start").disabled  # one evaluation at a time from this page
-    job = _wait_job(s, "eval")
+    job = _wait_job(s, "evaluate")
     assert job.status == jobs.DONE, job.log_tail(60)
     at.run()
     assert not at.exception and "done" in _texts(at)
     assert at.get("progress")[0].value == 100
     with contextlib.closing(Store(s.runs_db)) as store:
         run = next(r for r in store.runs() if r["arms"] == ["base", "rag"] and r["n_answers"] == 4)
-    assert at.session_state["report_run"] == run["run_id"]
+    assert at.session_state["report_run"] == run["run_id"] == job.produced  # recorded by the job, not guessed
     at = _page("report")
     at.session_state["report_run"] = run["run_id"]
     at.run()
@@ -301,12 +302,13 @@ def test_finetune_job_cancels_and_resumes(live_env: None, base_model: str, setti
     at.button(key="ft_start").click().run()
     assert not at.exception
     job = jobs.latest(settings, "finetune")
-    assert job is not None and job.running and "--checkpoint-every 1" in job.command
+    assert job is not None and job.running and job.args["checkpoint_every"] == 1 and job.args["recipes"] == ["qa"]
     deadline = time.monotonic() + 1800  # hang protection only
-    while not ((run := finetune_runs.find_run("port-vellmar", settings, job.started))
-               and finetune_runs.training_progress(finetune_runs.runs_dir(settings) / run["run_id"])["resumable"]):
+    while not ((produced := jobs.get(settings, job.id).produced)
+               and finetune_runs.training_progress(finetune_runs.runs_dir(settings) / produced)["resumable"]):
         assert time.monotonic() < deadline and jobs.get(settings, job.id).running, jobs.get(settings, job.id).log_tail()
         time.sleep(1)
+    run = {"run_id": produced}
     at.run()
     assert not at.exception and "step" in _texts(at) and len(at.get("vega_lite_chart")) == 1  # live loss chart
     at.button(key=f"ft_job_cancel_{job.id}").click().run()
@@ -317,7 +319,7 @@ def test_finetune_job_cancels_and_resumes(live_env: None, base_model: str, setti
     resume.click().run()
     assert not at.exception
     resumed = jobs.latest(settings, "finetune")
-    assert resumed is not None and resumed.id != job.id and f"--resume {run['run_id']}" in resumed.command
+    assert resumed is not None and resumed.id != job.id and resumed.args["resume"] == run["run_id"]
     assert _wait_job(settings, "finetune").status == jobs.DONE, resumed.log_tail(60)
     record = finetune_runs.load_run(finetune_runs.runs_dir(settings) / run["run_id"])
     assert record["status"] == "served" and record["training"]["steps"] == record["training"]["total_steps"]

@@ -12,8 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines import jobs
+from eval import services
 from pipelines.config import Settings
+from ui import jobs
 
 PY = sys.executable
 
@@ -62,7 +63,7 @@ def test_identical_running_job_is_returned_not_started_twice(settings: Settings)
         again = jobs.start(settings, "demo", ["x"], command=sleeper)
         assert again.id == first.id and again.pid == first.pid and again.meta == {"n": 1}
         # Another process (a second browser tab is another script run; here another interpreter) sees the same job.
-        code = ("import json, sys; from pipelines import jobs; from pipelines.config import Settings; "
+        code = ("import json, sys; from ui import jobs; from pipelines.config import Settings; "
                 f"print(jobs.start(Settings(data_dir={str(settings.data_dir)!r}), 'demo', ['x'], "
                 f"command={sleeper!r}).id)")
         other = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
@@ -128,11 +129,25 @@ def test_jobs_persist_for_a_later_reader(settings: Settings) -> None:
         jobs.get(reader, 999)
 
 
-def test_a_real_ragft_command_runs_as_a_job(settings: Settings) -> None:
-    assert jobs.ragft_command("corpus list", [])[-2:] == ["corpus", "list"]
-    job = _wait(settings, jobs.start(settings, "corpus list", []).id)
-    assert job.status == jobs.DONE, job.log_tail()
-    assert "port-vellmar" in job.log_tail(80) and job.command == "ragft corpus list"
+def test_a_service_runs_as_a_job_from_its_spec(settings: Settings) -> None:
+    job = jobs.start_service(settings, "index", services.IndexSpec("no-such-corpus"))
+    assert job.args == {"corpus": "no-such-corpus", "rebuild": False} and job.subject == "no-such-corpus"
+    assert job.command == "index no-such-corpus"
+    ended = _wait(settings, job.id)
+    # the real service ran in the job's process and said why it could not index
+    assert (ended.status, ended.exit_code) == (jobs.FAILED, 1), ended.log_tail()
+    assert "'no-such-corpus' is not a known corpus" in ended.log_tail() and ended.produced is None
+    assert jobs.latest(settings, "index", subject="no-such-corpus").id == job.id  # type: ignore[union-attr]
+
+
+def test_a_spec_the_service_would_refuse_is_refused_before_any_job(settings: Settings) -> None:
+    from pipelines.errors import RagftError
+
+    with pytest.raises(RagftError, match="unknown fields: arm"):
+        services.spec_from("evaluate", {"corpus": "x", "arm": ["base"]})
+    with pytest.raises(RagftError, match="'train' is not a ragft service"):
+        services.spec_from("train", {})
+    assert services.spec_from("evaluate", {"corpus": "x", "limit": 3}) == services.EvalSpec("x", limit=3)
 
 
 def _running(pid: int | None) -> bool:

@@ -10,16 +10,18 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import jobs, serving
+from pipelines import serving
 from pipelines.config import Settings, load_settings
 from pipelines.corpus import Corpus
 from pipelines.errors import RagftError
+from ui import jobs
 
 # Every ASCII punctuation mark may be backslash-escaped in Markdown, which renders it literally:
 # text from documents, questions, answers, errors and corpus.toml never becomes an image (a remote
@@ -166,10 +168,10 @@ def when(ts: float | None) -> str:
 Progress = Callable[[jobs.Job], tuple[float | None, str]]  # job → (fraction done or None, what)
 
 
-def start_job(s: Settings, kind: str, args: list[str], meta: dict | None = None) -> None:
-    """Start (or find running) `ragft <kind> <args>`, then redraw the page so that its panel shows."""
+def start_job(s: Settings, service: str, spec: Any) -> None:
+    """Start (or find running) the core service with its spec as a job, then redraw the page so that its panel shows."""
     try:
-        jobs.start(s, kind, args, meta=meta)
+        jobs.start_service(s, service, spec)
     except RagftError as exc:
         show_error(exc)
         return

@@ -7,10 +7,11 @@ import math
 
 import streamlit as st
 
+from eval import services
 from pipelines import corpus as corpora
-from pipelines import corpus_readers, importers, jobs, rag
+from pipelines import corpus_readers, importers, rag
 from pipelines.errors import RagftError
-from ui import common
+from ui import common, jobs
 
 st.title("Corpus")
 s = common.settings()
@@ -52,7 +53,7 @@ with overview:
         label = "Update the index" if record else "Build the index"
         if st.button(f"{label} (`ragft index {c.name}`)", key="corpus_index", type="primary", disabled=running,
                      help="Only new or changed documents are embedded."):
-            common.start_job(s, "index", [c.name])
+            common.start_job(s, "index", services.IndexSpec(c.name))
 
         def index_progress(j: jobs.Job) -> tuple[float | None, str]:
             p = rag.index_progress(c, s)  # type: ignore[arg-type]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from eval import history
-from pipelines import jobs
+from eval import history, services
 from pipelines.arms import ARM_NAMES, Missing, kind
-from ui import common
+from ui import common, jobs
 
 st.title("Evaluate")
 s = common.settings()
@@ -39,22 +38,20 @@ missing = [f"{' and '.join(names)} need{'s' if len(names) == 1 else ''} {common.
 for m in missing:
     st.info(m)
 
-job = jobs.latest(s, "eval", subject=c.name)
+job = jobs.latest(s, "evaluate", subject=c.name)
 running = bool(job and job.running)
-args = [c.name, "--arms", ",".join(arms), "--seed", str(seed), "--out", str(s.data_dir / "reports" / c.name)]
-args += (["--limit", str(limit)] if limit else []) + (["--judge", judge] if judge else [])
-meta = {"arms": arms, "limit": int(limit) or None, "seed": int(seed), "model": s.model}
+spec = services.EvalSpec(c.name, list(arms), int(limit) or None, int(seed), judge or None)
 if st.button("Start the evaluation", key="eval_start", type="primary", disabled=running or not arms or bool(missing),
-             help="Runs `ragft eval` in the background; re-running the same settings resumes instead of repeating."):
-    common.start_job(s, "eval", args, meta)
-st.caption(f"`ragft eval {' '.join(args)}`")
+             help="Runs the evaluation in the background (as `ragft eval`); the same settings again resume it."):
+    common.start_job(s, "evaluate", spec)
 
 
 def run_of(j: jobs.Job) -> dict | None:
-    if not j.meta:
+    """The run the job answers: the job records its id before the first answer."""
+    if j.produced is None:
         return None
     with common.open_store(s) as store:
-        return history.matching_run(store, c.name, j.meta["arms"], j.meta["limit"], j.meta["seed"], j.meta.get("model"))
+        return next((r for r in store.runs() if r["run_id"] == j.produced), None)
 
 
 def eval_progress(j: jobs.Job) -> tuple[float | None, str]:
@@ -75,7 +72,7 @@ if job is not None and not job.running:
     run = run_of(job)
     if job.status != jobs.DONE and st.button("Resume (run the same command again)", key="eval_resume",
                                              help="Answers already stored are kept; only the rest are answered."):
-        common.start_job(s, "eval", job.args, job.meta)
+        common.start_job(s, "evaluate", services.spec_from("evaluate", job.args))
     if run is not None and run["status"] == "done":
         st.session_state["report_run"] = run["run_id"]
         common.link("report", f"Open the report of run {run['run_id']}", ":material/bar_chart:")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from eval import services
 from pipelines import corpus as corpora
-from pipelines import finetune_runs, jobs, models, serving
+from pipelines import finetune_runs, models, serving
 from pipelines import recipes as training_recipes
 from pipelines.config import Settings
 from pipelines.errors import RagftError
 from pipelines.train import LoraParams
-from ui import common
+from ui import common, jobs
 
 st.title("Fine-tune")
 s = common.settings()
@@ -103,17 +104,16 @@ if st.button(f"Start fine-tuning {c.name}", key="ft_start", type="primary",
     except RagftError as exc:
         common.show_error(exc)
     else:
-        args = [c.name, "--recipe", ",".join(recipes), "--epochs", str(params.epochs), "--lr", str(params.lr),
-                "--r", str(params.r), "--alpha", str(params.alpha), "--dropout", str(params.dropout),
-                "--batch-size", str(params.batch_size), "--max-length", str(params.max_length),
-                "--checkpoint-every", str(params.checkpoint_every)] + (["--allow-leakage"] if allow_leakage else []) \
-            + (["--teacher", teacher] if teacher else []) + (["--mix", mix] if mix else [])
-        common.start_job(s, "finetune", args)
+        common.start_job(s, "finetune", services.FinetuneSpec(
+            c.name, list(recipes), teacher, mix, params.epochs, params.lr, params.r, params.alpha, params.dropout,
+            batch_size=params.batch_size, max_length=params.max_length, checkpoint_every=params.checkpoint_every,
+            allow_leakage=allow_leakage))
 
 
 def _run_of(j: jobs.Job) -> dict | None:
-    resume = j.args[j.args.index("--resume") + 1] if "--resume" in j.args else None
-    return {"run_id": resume} if resume else finetune_runs.find_run(c.name, s, j.started)
+    # the run the job made (recorded by the job as soon as its folder exists), or the one it resumes
+    run_id = j.produced or (j.args.get("resume") if isinstance(j.args, dict) else None)
+    return {"run_id": run_id} if run_id else None
 
 
 def training_progress(j: jobs.Job) -> tuple[float | None, str]:
@@ -152,4 +152,4 @@ for rec in reversed(runs):
     cols[0].markdown(line)
     if p["resumable"] and not running and cols[1].button("Resume", key=f"ft_resume_{rec['run_id']}",
                                                          help="continue from its last checkpoint"):
-        common.start_job(s, "finetune", [c.name, "--resume", rec["run_id"]])
+        common.start_job(s, "finetune", services.FinetuneSpec(c.name, resume=rec["run_id"]))

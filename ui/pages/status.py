@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pipelines import doctor, finetune_runs, jobs, serving
+from eval import services
+from pipelines import doctor, finetune_runs, serving
 from pipelines.config import Settings
 from pipelines.errors import RagftError
-from ui import common
+from ui import common, jobs
 
 st.title("Status")
 s = common.settings()
@@ -22,7 +23,7 @@ def _checks(_s: Settings, data_dir: str, model: str, jobs_seen: tuple) -> list[d
 
 if st.button("Refresh", key="status_refresh"):
     _checks.clear()
-fix_jobs = {kind: jobs.latest(s, kind) for kind in ("setup", "serve start")}
+fix_jobs = {kind: jobs.latest(s, kind) for kind in ("setup", "serve")}
 checks = {c["name"]: c for c in _checks(s, str(s.data_dir), s.model, tuple((j.id, j.status) for j in fix_jobs.values() if j))}
 server = serving.running_server(s)
 if server is not None:  # live, not cached: the server may have started or stopped since the checks
@@ -39,9 +40,9 @@ for c in checks.values():  # Material icons ship with Streamlit; an emoji font m
 setup_needed = [n for n in ("ollama binary", "base weights", "served model") if n in checks and not checks[n]["ok"]]
 if setup_needed:
     if st.button(f"Fix {', '.join(setup_needed)}: run `ragft setup`", key="status_setup", type="primary"):
-        common.start_job(s, "setup", [])
+        common.start_job(s, "setup", services.SetupSpec())
 elif server is None and st.button("Start the Ollama server (`ragft serve start`)", key="status_serve", type="primary"):
-    common.start_job(s, "serve start", [])
+    common.start_job(s, "serve", services.ServeSpec())
 for kind, job in fix_jobs.items():
     # a running fix, or one that did not work while the piece is still missing (its log says why)
     if job is not None and (job.running or ((setup_needed or server is None) and job.status != jobs.DONE)):

@@ -1,6 +1,7 @@
-"""Long work (setup, index, fine-tune, eval) as detached `ragft` processes, recorded in SQLite.
+"""The app's long work (setup, index, fine-tune, eval) as detached processes, recorded in SQLite.
 
-A job is one CLI command run in its own session (process group), its output in a log file under
+A job runs one of the core's services (`eval.services`) with its typed spec, serialised as JSON —
+the app never builds command lines — in its own session (process group), its output in a log file under
 `<data dir>/jobs/`, and a row in `<data dir>/jobs.sqlite` (WAL). A small wrapper process starts
 the command, waits for it and writes its exit code to a file, so the status is known even when
 nobody was watching. Starting a job identical to one still running returns the running one: a
@@ -9,7 +10,8 @@ page refresh or a second browser tab never starts the same work twice.
 Status comes from the process itself (psutil, with its start time, so a reused pid is not
 mistaken for the job) and from the exit-code file. Cancel sends SIGTERM to the whole group, then
 SIGKILL after a grace period. Progress is not tracked here: each kind of work persists its own
-(answers in the run store, loss.jsonl, the index's progress file).
+(answers in the run store, loss.jsonl, the index's progress file); the service records the id of
+what it produces (an eval or fine-tune run) beside the log as soon as it is known: `Job.produced`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ class JobError(RagftError):
 class Job:
     id: int
     kind: str
-    args: list[str]
+    args: Any  # a service job: its spec (a dict); a plain command: its arguments (a list)
     pid: int | None
     status: str
     started: float
@@ -70,7 +72,27 @@ class Job:
 
     @property
     def command(self) -> str:
-        return " ".join(["ragft", self.kind, *self.args])
+        """What the job does, as the Status page and the job panels show it."""
+        if isinstance(self.args, dict):
+            shown = [f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.args.items()
+                     if k != "corpus" and v not in (None, False, [], "")]
+            return " · ".join([f"{self.kind} {self.args.get('corpus', '')}".strip(), *shown])
+        return " ".join([self.kind, *map(str, self.args)])
+
+    @property
+    def subject(self) -> str | None:
+        """The corpus the job works on, if any."""
+        if isinstance(self.args, dict):
+            return self.args.get("corpus")
+        return str(self.args[0]) if self.args else None
+
+    @property
+    def produced(self) -> str | None:
+        """The id of what the service made (eval run id, fine-tune run id), once it is known."""
+        try:
+            return str(json.loads(_result_path(self.log_path).read_text(encoding="utf-8"))["produced"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -128,19 +150,32 @@ def _rc_path(log_path: Path) -> Path:
     return log_path.with_suffix(".rc")
 
 
-def ragft_command(kind: str, args: Sequence[str]) -> list[str]:
-    """The argv of `ragft <kind> <args>` with the ragft of this Python environment."""
-    script = Path(sys.executable).with_name("ragft")
-    base = [str(script)] if script.is_file() else [sys.executable, "-m", "cli"]
-    return [*base, *kind.split(), *args]
+def _result_path(log_path: Path) -> Path:
+    return log_path.with_suffix(".result.json")
 
 
-def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[str] | None = None,
-          meta: dict[str, Any] | None = None) -> Job:
-    """Start `ragft <kind> <args>` (or `command`) detached; an identical running job is returned instead."""
-    args = [str(a) for a in args]
-    argv = list(command) if command is not None else ragft_command(kind, args)
-    key = json.dumps([kind, args, argv, settings.model])  # the same command for another model is another job
+def start_service(settings: Settings, service: str, spec: Any, meta: dict[str, Any] | None = None) -> Job:
+    """Run the core service `service` (e.g. "evaluate") with `spec` (its dataclass) as a job."""
+    # Imported here, not at the top: the wrapper process (`python -m ui.jobs`) lives as long as its
+    # job and should not hold the services' libraries in memory for nothing.
+    from eval import services
+
+    data = asdict(spec)
+    services.spec_from(service, data)  # a spec the service would refuse fails here, in the page
+    return _start(settings, service, data, lambda log_path: [sys.executable, "-m", "eval.services", service,
+                                                            json.dumps(data), str(_result_path(log_path))], meta)
+
+
+def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[str], meta: dict[str, Any] | None = None
+          ) -> Job:
+    """Run `command` as a job of `kind` (args: what it is about, the first one its subject)."""
+    return _start(settings, kind, [str(a) for a in args], lambda _: list(command), meta)
+
+
+def _start(settings: Settings, kind: str, args: Any, argv_for: Callable[[Path], list[str]],
+           meta: dict[str, Any] | None) -> Job:
+    """Start the job detached; an identical running job is returned instead."""
+    key = json.dumps([kind, args, argv_for(Path("job.log")), settings.model])  # for another model: another job
     jobs_dir(settings).mkdir(parents=True, exist_ok=True)
     with _connect(settings, write=True) as db:
         for row in db.execute("SELECT * FROM jobs WHERE key=? AND status=?", (key, RUNNING)).fetchall():
@@ -151,6 +186,7 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
                          (kind, json.dumps(args), key, RUNNING, time.time(), "", json.dumps(meta or {})))
         job_id = int(cur.lastrowid or 0)
         log_path = jobs_dir(settings) / f"job-{job_id}-{kind.replace(' ', '-')}.log"
+        argv = argv_for(log_path)
         env = dict(os.environ, RAGFT_DATA_DIR=str(settings.data_dir.expanduser()), RAGFT_MODEL=settings.model,
                    PYTHONUNBUFFERED="1", COLUMNS="120")
         if settings.cache_dir:
@@ -160,7 +196,7 @@ def start(settings: Settings, kind: str, args: Sequence[str], command: Sequence[
             log.flush()
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "pipelines.jobs", str(_rc_path(log_path)), "--", *argv],
+                    [sys.executable, "-m", "ui.jobs", str(_rc_path(log_path)), "--", *argv],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True,  # its own process group: cancel reaches every child, and it outlives the app
                 )
@@ -209,7 +245,7 @@ def list_jobs(settings: Settings, kind: str | None = None, subject: str | None =
         if kind is not None:
             sql, params = sql + " WHERE kind=?", [kind]
         rows = db.execute(sql + " ORDER BY id DESC", params).fetchall()
-        found = [_refresh(db, j) for j in map(_job, rows) if subject is None or j.args[:1] == [subject]]
+        found = [_refresh(db, j) for j in map(_job, rows) if subject is None or j.subject == subject]
     return found[:limit]
 
 
@@ -248,6 +284,6 @@ def _wrap(rc_path: Path, argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m pipelines.jobs RC_PATH -- ARGV...
+if __name__ == "__main__":  # python -m ui.jobs RC_PATH -- ARGV...
     sep = sys.argv.index("--")
     sys.exit(_wrap(Path(sys.argv[1]), sys.argv[sep + 1:]))
