@@ -157,17 +157,10 @@ def ask_cmd(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Answer one question with one arm, streaming it, then print the timings Ollama reports."""
-    from pipelines import corpus as corpora
-    from pipelines.arms import check_arm_name, check_question, get_arm
+    from eval import services
 
-    settings = _settings(model, data_dir)
-    check_arm_name(arm)
-    check_question(question, settings)  # before any server starts
-    models.get_spec(settings.model, settings)  # fail on a bad name before starting anything
-    loaded = corpora.load(corpus, settings) if corpus else None
-    server = serving.ensure_server(settings, _warn)
-    chosen = get_arm(arm, settings, server, loaded)
-    result = chosen.answer(question, on_token=lambda t: console.print(t, end="", markup=False, highlight=False))
+    result = services.ask(question, arm, _settings(model, data_dir), corpus,
+                          on_token=lambda t: console.print(t, end="", markup=False, highlight=False), log=_warn).answer
     console.print()
     g = result.generation
     table = Table(show_header=False, title=f"arm {result.arm} · {result.model}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.history import one_off_seconds
+from eval.metrics import answer_scores
 from eval.recommend import Needs
 from eval.report import summarise, write_outputs
 from eval.runner import EvalConfig, run_eval
@@ -25,8 +26,9 @@ from pipelines import corpus as corpora
 from pipelines import files, models, ollama_build, rag, serving
 from pipelines import finetune as ft
 from pipelines import recipes as training_recipes
-from pipelines.arms import ARM_NAMES
+from pipelines.arms import ARM_NAMES, Answer, check_arm_name, check_question, get_arm
 from pipelines.config import Settings, load_settings
+from pipelines.corpus import Corpus
 from pipelines.errors import CorpusError, RagftError, option
 from pipelines.train import LoraParams
 
@@ -130,6 +132,25 @@ def setup(settings: Settings, log: Log = _quiet) -> Setup:
 
 def serve(settings: Settings, log: Log = _quiet) -> serving.Server:
     return serving.ensure_server(settings, log)
+
+
+@dataclass
+class Asked:
+    answer: Answer
+    scores: dict[str, float] | None  # against the reference answers given (a question of the eval or train set)
+
+
+def ask(question: str, arm: str, settings: Settings, corpus: Corpus | str | None = None,
+        server: serving.Server | None = None, on_token: Log | None = None, reference: list[str] | None = None,
+        log: Log = _quiet) -> Asked:
+    """One question through one arm (streamed to `on_token`), scored when its reference is known."""
+    check_arm_name(arm)
+    check_question(question, settings)  # before any server starts
+    models.get_spec(settings.model, settings)  # a bad model name fails before anything starts
+    loaded = corpora.load(corpus, settings) if isinstance(corpus, str) else corpus
+    server = server or serving.ensure_server(settings, log)
+    answer = get_arm(arm, settings, server, loaded).answer(question, on_token=on_token)
+    return Asked(answer, answer_scores(answer.text, reference) if reference else None)
 
 
 @dataclass

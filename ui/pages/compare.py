@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from eval.metrics import answer_scores
+from eval import services
 from pipelines import corpus as corpora
-from pipelines.arms import ARM_NAMES, ARMS, get_arm
+from pipelines.arms import ARM_NAMES, ARMS
 from pipelines.errors import RagftError
 from ui import common
 
@@ -37,7 +37,7 @@ def show_result(res: dict) -> None:
         return
     st.text(res["text"] or "(empty answer)")  # as written: model output is never rendered as markdown or links
     g = res["generation"]
-    tps = f"{g['output_tokens'] / (g['eval_ms'] / 1000):.0f}" if g["eval_ms"] else "-"
+    tps = f"{res['tokens_per_s']:.0f}" if res["tokens_per_s"] else "-"
     st.markdown(f"latency **{g['total_ms'] + res['retrieval_ms']:.0f} ms** · first token **{g['ttft_ms']:.0f} ms** · "
                 f"**{tps}** tokens/s")
     st.caption(f"model `{res['model']}` · {g['output_tokens']} tokens"
@@ -78,7 +78,6 @@ for name, col in zip(ARM_NAMES, columns, strict=True):
             continue
         # Arms answer one after another: they share one Ollama server, and timings stay their own.
         try:
-            arm = get_arm(name, s, server, c)
             box = st.empty()
             streamed: list[str] = []
 
@@ -87,11 +86,12 @@ for name, col in zip(ARM_NAMES, columns, strict=True):
                 box.text("".join(streamed) + " ▌")
 
             with st.spinner("retrieving…" if ARMS[name].uses_retrieval else "thinking…"):
-                answer = arm.answer(last["question"], on_token=on_token)
+                asked = services.ask(last["question"], name, s, c, server, on_token, last["reference"])
             box.empty()
+            answer = asked.answer
             res = {"text": answer.text, "model": answer.model, "generation": asdict(answer.generation),
-                   "retrieval_ms": answer.retrieval_ms, "passages": [asdict(p) for p in answer.passages],
-                   "scores": answer_scores(answer.text, last["reference"]) if last["reference"] else None}
+                   "tokens_per_s": answer.generation.tokens_per_s, "retrieval_ms": answer.retrieval_ms,
+                   "passages": [asdict(p) for p in answer.passages], "scores": asked.scores}
         except RagftError as exc:  # e.g. no fine-tuned model, no index: the arm says how to get it
             res = {"error": exc.message_for(common.app_option), "fix": exc.fix_for(common.app_option)}
         last["results"][name] = res
