@@ -352,39 +352,37 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
 
 
 def _print_summary(summary: dict) -> None:
-    from eval.report import agreement_line, fact_split_rows, fmt_estimate, forgetting_lines, index_line, seed_lines
+    from eval import views
 
     arms = summary["arms"]
     table = Table(title=f"run {summary['run_id']} · {summary['n_questions']} questions (mean [95% CI])")
     table.add_column("metric", overflow="fold")
     for a in arms:
         table.add_column(a, overflow="fold")
-    for m, per in summary["metrics"].items():
-        table.add_row(m, *[(fmt_estimate(per[a])
-                            + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else "")) if a in per else "-"
-                           for a in arms])
-    lat = summary["latency"]
-    table.add_row("p50 / p95 latency ms", *[f"{lat[a]['p50_ms']:.0f} / {lat[a]['p95_ms']:.0f}" for a in arms])
-    table.add_row("answers / min", *[f"{lat[a]['answers_per_min']:.1f}" for a in arms])
-    table.add_row("cost / 1k answers", *[f"{summary['costs'][a]['per_1k_answers']:.4f}" for a in arms])
+    for row in views.quality_rows(summary):
+        table.add_row(*row.values())
+    lat = {r["arm"]: r for r in views.latency_rows(summary)}
+    table.add_row("p50 / p95 latency ms", *[f"{lat[a]['p50 ms']} / {lat[a]['p95 ms']}" for a in arms])
+    table.add_row("answers / min", *[lat[a]["answers/min"] for a in arms])
+    table.add_row("cost / 1k answers", *[lat[a]["cost / 1k answers"] for a in arms])
     console.print(table)
     rec = summary["recommendation"]
     console.print(f"[bold]recommendation: {rec['choice']}[/]")
     for r in rec["reasons"]:
         console.print(f"  • {esc(r)}")
     console.print(f"  {esc(summary['leakage_statement'])}")
-    if line := index_line(summary):
+    if line := views.index_line(summary):
         console.print(f"  {esc(line)}")
-    if rows := fact_split_rows(summary):
+    if rows := views.fact_split_rows(summary):
         split = Table(title="by fact: taught in the fine-tune's training data, or not")
         for c in rows[0]:
             split.add_column(c)
         for r in rows:
             split.add_row(*map(esc, map(str, r.values())))
         console.print(split)
-    for line in forgetting_lines(summary):
+    for line in views.forgetting_lines(summary):
         console.print(f"  forgetting probe: {esc(line)}")
-    for line in seed_lines(summary):
+    for line in views.seed_lines(summary):
         console.print(f"  training seeds: {esc(line)}")
     for f in (summary.get("injection") or {}).get("answers_quoting", []):
         err.print("[yellow]warning:[/] " + esc(f"{f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}"))
@@ -396,9 +394,9 @@ def _print_summary(summary: dict) -> None:
         if judge.get("warning"):
             err.print(f"[yellow]warning:[/] {judge['warning']}")
         if summary.get("judge_agreement"):
-            console.print(f"  {agreement_line(summary['judge_agreement'])}")
-        for metric, per in (summary.get("judge_failures") or {}).items():
-            err.print(f"[yellow]judge failures[/] {metric}: " + esc(", ".join(f"{n} × {r}" for r, n in per.items())))
+            console.print(f"  {views.agreement_line(summary['judge_agreement'])}")
+        for line in views.judge_failure_lines(summary):
+            err.print(f"[yellow]judge failures[/] {esc(line)}")
 
 
 @app.command("runs")

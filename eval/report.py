@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import costs as costs_mod
-from eval import injection
+from eval import injection, views
 from eval.forgetting import summarise_probe
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
@@ -181,25 +181,6 @@ def setting_line(split: dict[str, Any]) -> str:
             f"verdict describes questions about facts training did not teach{scores}")
 
 
-def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """The split table: each arm on taught and not-taught eval facts (CLI, app and report.html)."""
-    split = summary.get("fact_split")
-    if not split:
-        return []
-    head = {c: f"{'taught' if c == TAUGHT else 'not taught'} (n={split['n'][c]})" for c in (TAUGHT, NOT_TAUGHT)}
-    return [{"arm": arm, **{head[c]: fmt_estimate(per[c]) if c in per else "–" for c in (TAUGHT, NOT_TAUGHT)}}
-            for arm, per in split["arms"].items()]
-
-
-def forgetting_lines(summary: dict[str, Any]) -> list[str]:
-    f = summary.get("forgetting")
-    return [v["statement"] for v in f.values()] if f else []
-
-
-def seed_lines(summary: dict[str, Any]) -> list[str]:
-    return spread_lines(summary.get("seed_spread"))
-
-
 def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
     """Metric × arm means of two stored runs and their change (None where a mean is missing)."""
     a, b = summarise(store, run_a), summarise(store, run_b)
@@ -243,16 +224,6 @@ def _judge_agreement(by: dict[tuple[str, str, str], dict[str, Any]], arms: list[
             "timed_verdicts": timing["verdicts"] if timing else 0}
 
 
-def agreement_line(a: dict[str, Any]) -> str:
-    """One sentence for the CLI, the app and report.html."""
-    kappa = "undefined (one label throughout)" if a["kappa"] is None else f"{a['kappa']:.2f}"
-    agree = "n/a" if a["agreement"] is None else f"{a['agreement']:.0%}"
-    speed = f"; {a['seconds_per_verdict']:.1f} s per verdict" if a.get("seconds_per_verdict") else ""
-    return (f"judge vs reference-contained on {a['n']} answers (answer accuracy ≥ {a['threshold']:g} = correct): "
-            f"agreement {agree}, Cohen's κ {kappa}; judge says correct {a['judge_correct']}, contains "
-            f"{a['contains_correct']}; {a['failed']} of {a['verdicts']} verdicts failed ({a['failure_rate']:.0%}){speed}")
-
-
 def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per judge metric: how many verdicts failed, by reason (NaN, parse error, timeout…)."""
     out: dict[str, dict[str, int]] = {}
@@ -262,13 +233,6 @@ def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             per = out.setdefault(s["metric"], {})
             per[reason] = per.get(reason, 0) + 1
     return out
-
-
-def fmt_estimate(v: dict[str, Any], digits: int = 3) -> str:
-    """'mean [lo, hi]', or 'n/a' when every score failed."""
-    if v.get("mean") is None:
-        return "n/a"
-    return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
 
 
 def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -286,15 +250,6 @@ def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path)
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def index_line(summary: dict[str, Any]) -> str | None:
-    """Which index the rag arms answered from (runs before this was recorded: None)."""
-    ix = summary["config"].get("index")
-    if not ix:
-        return None
-    return (f"index {ix['collection']} (documents {ix.get('content_hash') or 'not fingerprinted'}; {ix['mode']}, "
-            f"top {ix['top_k']}, chunks {ix['chunk_size']}/{ix['chunk_overlap']})")
 
 
 def csv_cell(value: Any) -> Any:
@@ -356,18 +311,6 @@ def chart_specs(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[
     return {"quality": quality, "latency": latency, "cost": cost}
 
 
-def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per question: id, question, and per arm its answer and whether it is correct (primary metric)."""
-    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
-    rows: dict[str, dict[str, Any]] = {}
-    for a in answers:
-        row = rows.setdefault(a["qid"], {"qid": a["qid"], "question": a["question"]})
-        row[a["arm"]] = a["text"]
-        row[f"{a['arm']} correct"] = None if ok.get((a["arm"], a["qid"])) is None else bool(ok[(a["arm"], a["qid"])])
-    return [{k: r.get(k) for k in ["qid", "question", *arms, *(f"{a} correct" for a in arms)]}
-            for _, r in sorted(rows.items())]
-
-
 def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
     from datetime import datetime
 
@@ -384,9 +327,11 @@ def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: 
     events = [{**ev, "at": datetime.fromtimestamp(ev["at"]).strftime("%Y-%m-%d %H:%M:%S")} for ev in summary.get("events") or []]
     return env.get_template("report.html").render(
         s=summary, arms=summary["arms"], rec=summary["recommendation"], charts=charts(summary, answers),
-        decoding=json.dumps(summary["config"].get("decoding")), index_line=index_line(summary),
-        split_rows=fact_split_rows(summary), forgetting=forgetting_lines(summary), seeds=seed_lines(summary),
-        judge=summary.get("judge"), judge_failures=summary.get("judge_failures") or {},
-        agreement=agreement_line(agree) if agree else None, events=events,
+        decoding=json.dumps(summary["config"].get("decoding")), index_line=views.index_line(summary),
+        split_rows=views.fact_split_rows(summary), forgetting=views.forgetting_lines(summary),
+        seeds=views.seed_lines(summary), judge=summary.get("judge"), judge_failures=views.judge_failure_lines(summary),
+        agreement=views.agreement_line(agree) if agree else None, events=events,
+        quality=views.quality_cells(summary), paired=views.paired_rows(summary), latency=views.latency_rows(summary),
+        break_even=views.break_even_rows(summary), attribution=views.attribution_lines(summary),
         injection=summary.get("injection") or {"passages": 0, "answers_quoting": [], "examples": []},
         questions=questions)

@@ -9,8 +9,9 @@ import pytest
 
 from eval import history
 from eval.metrics import answer_scores
-from eval.report import chart_specs, question_rows, summarise
+from eval.report import chart_specs, summarise
 from eval.store import Store
+from eval.views import question_rows
 from pipelines import corpus as corpora
 from pipelines import doctor, finetune_runs, importers, rag
 from pipelines.config import Settings

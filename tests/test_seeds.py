@@ -3,8 +3,9 @@ same questions, and whether that spread is larger than the difference the fine-t
 
 from __future__ import annotations
 
-from eval.report import seed_lines, summarise
+from eval.report import summarise
 from eval.store import Store
+from eval.views import seed_lines
 from pipelines.config import Settings
 
 QIDS = [f"q{i}" for i in range(10)]

@@ -8,20 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from eval import history
+from eval import history, views
 from eval.recommend import Needs
-from eval.report import (
-    agreement_line,
-    chart_specs,
-    fact_split_rows,
-    fmt_estimate,
-    forgetting_lines,
-    index_line,
-    question_rows,
-    seed_lines,
-    summarise,
-    write_outputs,
-)
+from eval.report import chart_specs, summarise, write_outputs
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines.config import Settings
@@ -99,41 +88,31 @@ box(f"**Recommendation: {rec['choice']}**\n\n" + "\n".join(f"- {common.md(r)}" f
 if rec["flips"]:
     st.markdown("**What would change it:**\n" + "\n".join(f"- {common.md(f)}" for f in rec["flips"]))
 st.caption(common.md(summary["leakage_statement"]))
-if index := index_line(summary):
+if index := views.index_line(summary):
     st.caption(common.md(index))
-if split := fact_split_rows(summary):
+if split := views.fact_split_rows(summary):
     st.markdown("**By fact** — taught in the fine-tune's training data (a training example on the same subject gives "
                 "the reference answer), or not")
     st.dataframe(split, hide_index=True)
-for line in forgetting_lines(summary):
+for line in views.forgetting_lines(summary):
     (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {common.md(line)}")
-for line in seed_lines(summary):
+for line in views.seed_lines(summary):
     (st.warning if "could reverse" in line else st.caption)(f"Training seeds: {common.md(line)}")
 
 charts = chart_specs(summary, answers)
 st.subheader("Quality per arm (mean with bootstrap 95% CI)")
 st.altair_chart(charts["quality"])
-st.dataframe([{"metric": m, **{a: (fmt_estimate(per[a]) + (f" ({per[a]['failures']} failed)" if per[a]["failures"] else ""))
-                               if a in per else "–" for a in arms}} for m, per in summary["metrics"].items()],
-             hide_index=True, width="stretch")
+st.dataframe(views.quality_rows(summary), hide_index=True, width="stretch")
 with st.expander("Paired comparisons"):
-    st.dataframe([{"difference": f"{p['b']} − {p['a']}", "metric": p["metric"], "mean": round(p["diff"], 3),
-                   "95% CI": f"[{p['lo']:+.3f}, {p['hi']:+.3f}]", "p (bootstrap)": round(p["p_bootstrap"], 3),
-                   "p (McNemar)": p["p_mcnemar"], "wins/losses/ties": f"{p['wins']}/{p['losses']}/{p['ties']}",
-                   "significant": p["significant"]} for p in summary["paired"]], hide_index=True, width="stretch")
+    st.dataframe(views.paired_rows(summary), hide_index=True, width="stretch")
 
 st.subheader("Latency and cost")
 cols = st.columns(2)
 cols[0].altair_chart(charts["latency"])
 cols[1].altair_chart(charts["cost"])
-st.dataframe([{"arm": a, "p50 ms": round(v["p50_ms"]), "p95 ms": round(v["p95_ms"]), "TTFT p50 ms": round(v["ttft_p50_ms"]),
-               "tokens/s": round(v["tokens_per_s"], 1), "answers/min": round(v["answers_per_min"] or 0, 1),
-               "cost / 1k answers": round(summary["costs"][a]["per_1k_answers"], 4),
-               "one-off cost": round(summary["costs"][a]["one_off"], 4)} for a, v in summary["latency"].items()],
-             hide_index=True, width="stretch")
+st.dataframe(views.latency_rows(summary), hide_index=True, width="stretch")
 st.markdown("**Break-even** (answers after which the arm with the larger one-off cost has paid it back)")
-st.dataframe([{"arms": f"{b['a']} vs {b['b']}", "answers": f"{b['answers']:,.0f}" if b["answers"] else "never"}
-              for b in summary["break_even"]], hide_index=True)
+st.dataframe(views.break_even_rows(summary), hide_index=True)
 if summary["error_attribution"]:
     st.markdown("**Errors of the rag arms**")
     st.dataframe([{"arm": a, **c} for a, c in summary["error_attribution"].items()], hide_index=True)
@@ -144,9 +123,9 @@ if summary.get("judge"):
     if summary["judge"].get("warning"):
         st.warning(common.md(f"judge: {summary['judge']['warning']}"))
     if summary.get("judge_agreement"):
-        st.caption(agreement_line(summary["judge_agreement"]))
-    for metric, per in (summary.get("judge_failures") or {}).items():
-        st.warning(common.md(f"judge failures in {metric}: " + ", ".join(f"{n} × {r}" for r, n in per.items())))
+        st.caption(views.agreement_line(summary["judge_agreement"]))
+    for line in views.judge_failure_lines(summary):
+        st.warning(common.md(f"judge failures in {line}"))
 
 injected = summary.get("injection") or {}
 if injected.get("passages"):
@@ -156,7 +135,7 @@ if injected.get("passages"):
         st.warning(common.md(f"{f['arm']} / {f['qid']} repeats a planted instruction: “{f['quoted']}”"))
 
 st.subheader("Every question")
-st.dataframe(question_rows(arms, answers, scores), hide_index=True, width="stretch")
+st.dataframe(views.question_rows(arms, answers, scores), hide_index=True, width="stretch")
 
 st.subheader("Download")
 files = _files(*key)

@@ -1,0 +1,127 @@
+"""The summary of a run as every front door shows it, formatted once: the CLI's tables, the app's
+Report page and report.html all render these rows and lines (report.html adds only markup).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eval.scoring import PRIMARY
+from eval.seeds import spread_lines
+from pipelines.leakage import NOT_TAUGHT, TAUGHT
+
+MISSING = "–"  # an arm that has no value for a metric
+
+
+def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The split table: each arm on taught and not-taught eval facts (CLI, app and report.html)."""
+    split = summary.get("fact_split")
+    if not split:
+        return []
+    head = {c: f"{'taught' if c == TAUGHT else 'not taught'} (n={split['n'][c]})" for c in (TAUGHT, NOT_TAUGHT)}
+    return [{"arm": arm, **{head[c]: fmt_estimate(per[c]) if c in per else "–" for c in (TAUGHT, NOT_TAUGHT)}}
+            for arm, per in split["arms"].items()]
+
+
+def forgetting_lines(summary: dict[str, Any]) -> list[str]:
+    f = summary.get("forgetting")
+    return [v["statement"] for v in f.values()] if f else []
+
+
+def seed_lines(summary: dict[str, Any]) -> list[str]:
+    return spread_lines(summary.get("seed_spread"))
+
+
+def agreement_line(a: dict[str, Any]) -> str:
+    """One sentence for the CLI, the app and report.html."""
+    kappa = "undefined (one label throughout)" if a["kappa"] is None else f"{a['kappa']:.2f}"
+    agree = "n/a" if a["agreement"] is None else f"{a['agreement']:.0%}"
+    speed = f"; {a['seconds_per_verdict']:.1f} s per verdict" if a.get("seconds_per_verdict") else ""
+    return (f"judge vs reference-contained on {a['n']} answers (answer accuracy ≥ {a['threshold']:g} = correct): "
+            f"agreement {agree}, Cohen's κ {kappa}; judge says correct {a['judge_correct']}, contains "
+            f"{a['contains_correct']}; {a['failed']} of {a['verdicts']} verdicts failed ({a['failure_rate']:.0%}){speed}")
+
+
+def fmt_estimate(v: dict[str, Any], digits: int = 3) -> str:
+    """'mean [lo, hi]', or 'n/a' when every score failed."""
+    if v.get("mean") is None:
+        return "n/a"
+    return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
+
+
+def index_line(summary: dict[str, Any]) -> str | None:
+    """Which index the rag arms answered from (runs before this was recorded: None)."""
+    ix = summary["config"].get("index")
+    if not ix:
+        return None
+    return (f"index {ix['collection']} (documents {ix.get('content_hash') or 'not fingerprinted'}; {ix['mode']}, "
+            f"top {ix['top_k']}, chunks {ix['chunk_size']}/{ix['chunk_overlap']})")
+
+
+def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per question: id, question, and per arm its answer and whether it is correct (primary metric)."""
+    ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
+    rows: dict[str, dict[str, Any]] = {}
+    for a in answers:
+        row = rows.setdefault(a["qid"], {"qid": a["qid"], "question": a["question"]})
+        row[a["arm"]] = a["text"]
+        row[f"{a['arm']} correct"] = None if ok.get((a["arm"], a["qid"])) is None else bool(ok[(a["arm"], a["qid"])])
+    return [{k: r.get(k) for k in ["qid", "question", *arms, *(f"{a} correct" for a in arms)]}
+            for _, r in sorted(rows.items())]
+
+
+def quality_cells(summary: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, str] | None]]]:
+    """Per metric, per arm: its mean, CI and failed scores as text (None: the arm has no such metric)."""
+    out = []
+    for m, per in summary["metrics"].items():
+        cells: dict[str, dict[str, str] | None] = {}
+        for a in summary["arms"]:
+            v = per.get(a)
+            cells[a] = None if v is None else {
+                "mean": "n/a" if v["mean"] is None else f"{v['mean']:.3f}",
+                "ci": "" if v["mean"] is None else f"[{v['lo']:.3f}, {v['hi']:.3f}]",
+                "failed": f"{v['failures']} failed" if v["failures"] else ""}
+        out.append((m, cells))
+    return out
+
+
+def cell_text(cell: dict[str, str] | None) -> str:
+    if cell is None:
+        return MISSING
+    return " ".join(x for x in (cell["mean"], cell["ci"], f"({cell['failed']})" if cell["failed"] else "") if x)
+
+
+def quality_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"metric": m, **{a: cell_text(c) for a, c in cells.items()}} for m, cells in quality_cells(summary)]
+
+
+def paired_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"difference": f"{p['b']} − {p['a']}", "metric": p["metric"], "mean": f"{p['diff']:+.3f}",
+             "95% CI": f"[{p['lo']:+.3f}, {p['hi']:+.3f}]", "p (bootstrap)": f"{p['p_bootstrap']:.3f}",
+             "p (McNemar)": "" if p["p_mcnemar"] is None else f"{p['p_mcnemar']:.3f}",
+             "wins/losses/ties": f"{p['wins']}/{p['losses']}/{p['ties']}", "significant": "yes" if p["significant"] else "no"}
+            for p in summary["paired"]]
+
+
+def latency_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"arm": a, "p50 ms": f"{v['p50_ms']:.0f}", "p95 ms": f"{v['p95_ms']:.0f}", "TTFT p50 ms": f"{v['ttft_p50_ms']:.0f}",
+             "tokens/s": f"{v['tokens_per_s']:.1f}", "answers/min": f"{(v['answers_per_min'] or 0):.1f}",
+             "cost / 1k answers": f"{summary['costs'][a]['per_1k_answers']:.4f}",
+             "one-off cost": f"{summary['costs'][a]['one_off']:.4f}"} for a, v in summary["latency"].items()]
+
+
+def break_even_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"arms": f"{b['a']} vs {b['b']}",
+             "answers": f"{b['answers']:,.0f} answers" if b["answers"] else "never (no per-answer saving)"}
+            for b in summary["break_even"]]
+
+
+def judge_failure_lines(summary: dict[str, Any]) -> list[str]:
+    return [f"{m}: " + ", ".join(f"{n} × {r}" for r, n in per.items())
+            for m, per in (summary.get("judge_failures") or {}).items()]
+
+
+def attribution_lines(summary: dict[str, Any]) -> list[str]:
+    return [f"{a}: {c['correct']} correct, {c['retrieval_miss']} wrong after a retrieval miss, "
+            f"{c['generation_error']} wrong although a reference source was retrieved"
+            for a, c in summary["error_attribution"].items()]
