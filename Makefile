@@ -58,7 +58,7 @@ bench: setup
 	$(BIN)/python bench/bench_parallel.py
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval
+	$(BIN)/ruff check . && $(BIN)/mypy pipelines eval cli.py
 
 # CLI reference generated from the code (typer), never retyped.
 docs: install

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from pipelines import doctor, models, serving
 from pipelines.arms import ARM_NAMES, BASE
 from pipelines.config import Settings, load_settings
 from pipelines.errors import RagftError
+
+if TYPE_CHECKING:  # the CLI imports eval lazily: `ragft --help` stays fast
+    from eval.records import Summary
 
 app = typer.Typer(help="Should you use RAG, a LoRA fine-tune, or both? Measured on your documents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -336,7 +339,7 @@ def _parse_gates(specs: list[str]) -> list[tuple[str | None, str, float]]:
     return gates
 
 
-def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> list[str]:
+def _check_gates(summary: Summary, gates: list[tuple[str | None, str, float]]) -> list[str]:
     failed = []
     for arm, metric, threshold in gates:
         per = summary["metrics"].get(metric)
@@ -344,14 +347,16 @@ def _check_gates(summary: dict, gates: list[tuple[str | None, str, float]]) -> l
             failed.append(f"metric {metric!r} is not in this run (known: {', '.join(summary['metrics'])})")
             continue
         for a, v in per.items():
-            if (arm is None or a == arm) and v["mean"] is None:
+            if arm is not None and a != arm:
+                continue
+            if (mean := v["mean"]) is None:
                 failed.append(f"{a} {metric} has no value (all {v['failures']} scores failed) — gate {threshold}")
-            elif (arm is None or a == arm) and v["mean"] < threshold:
-                failed.append(f"{a} {metric} {v['mean']:.3f} < {threshold}")
+            elif mean < threshold:
+                failed.append(f"{a} {metric} {mean:.3f} < {threshold}")
     return failed
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: Summary) -> None:
     from eval import views
 
     arms = summary["arms"]
@@ -371,14 +376,14 @@ def _print_summary(summary: dict) -> None:
     for r in rec["reasons"]:
         console.print(f"  • {esc(r)}")
     console.print(f"  {esc(summary['leakage_statement'])}")
-    if line := views.index_line(summary):
-        console.print(f"  {esc(line)}")
+    if index := views.index_line(summary):
+        console.print(f"  {esc(index)}")
     if rows := views.fact_split_rows(summary):
         split = Table(title="by fact: taught in the fine-tune's training data, or not")
         for c in rows[0]:
             split.add_column(c)
-        for r in rows:
-            split.add_row(*map(esc, map(str, r.values())))
+        for split_row in rows:
+            split.add_row(*map(esc, map(str, split_row.values())))
         console.print(split)
     for line in views.forgetting_lines(summary):
         console.print(f"  forgetting probe: {esc(line)}")
@@ -393,8 +398,8 @@ def _print_summary(summary: dict) -> None:
         console.print(esc(f"  judge: {judge['model']} at {judge['endpoint']}"))
         if judge.get("warning"):
             err.print(f"[yellow]warning:[/] {judge['warning']}")
-        if summary.get("judge_agreement"):
-            console.print(f"  {views.agreement_line(summary['judge_agreement'])}")
+        if agreement := summary.get("judge_agreement"):
+            console.print(f"  {views.agreement_line(agreement)}")
         for line in views.judge_failure_lines(summary):
             err.print(f"[yellow]judge failures[/] {esc(line)}")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 
+from eval.records import RunListing, RunRecord
 from eval.store import Store
 from pipelines import finetune_runs, rag
 from pipelines.arms import ARMS
@@ -73,7 +74,7 @@ def one_off_seconds(corpus: Corpus, settings: Settings) -> dict[str, float]:
     return {name: arm.one_off_s(index_s, ft_s) for name, arm in ARMS.items()}
 
 
-def run_status(settings: Settings, run: dict[str, Any]) -> str:
+def run_status(settings: Settings, run: RunRecord | RunListing) -> str:
     """A stored run's status as a user needs it: 'running' only while a process holds its lock."""
     if run["status"] not in ("running", "stopped") or run_active(settings, run["run_id"]):
         return str(run["status"])

@@ -9,7 +9,7 @@ an answer that quotes one is flagged for a human to look at.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from eval.metrics import normalise_answer
@@ -44,7 +44,7 @@ def quotes(answer: str, spans: Iterable[str], n: int = QUOTE_NGRAM) -> bool:
     return any(grams & _ngrams(normalise_answer(s).split(), n) for s in spans)
 
 
-def scan(answers: list[dict[str, Any]]) -> dict[str, Any]:
+def scan(answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Injection-like passages among the retrieved ones, and the answers that quote them."""
     passages: dict[str, list[str]] = {}
     flagged: list[dict[str, Any]] = []

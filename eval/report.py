@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eval import costs as costs_mod
 from eval import injection, views
 from eval.forgetting import summarise_probe
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
+from eval.records import AnswerRow, ArmMetric, BreakEven, PairedRow, Recommendation, StoredScore, Summary
 from eval.scoring import PRIMARY
 from eval.seeds import seed_spread, spread_lines
-from eval.stats import agreement, bootstrap_ci, paired_compare
+from eval.stats import Paired, agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
 from pipelines.arms import ARM_NAMES, ARMS, BASE, finetuned_arms, ordered, retrieval_arms
@@ -28,7 +30,7 @@ KEY_METRICS = ("contains", "token_f1", "exact_match", "semantic_similarity", "ro
 
 
 def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Needs | None = None,
-              one_off_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+              one_off_seconds: dict[str, float] | None = None) -> Summary:
     run = store.run(run_id)
     arms = ordered(run["arms"])
     answers = store.answers(run_id)
@@ -47,10 +49,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         arm_costs[arm] = costs_mod.arm_cost(arm, [r["total_ms"] for r in arm_rows], [r["ttft_ms"] for r in arm_rows],
                                             [r["tokens_per_s"] for r in arm_rows], price_per_hour,
                                             (one_off_seconds or {}).get(arm, 0.0))
-    breaks = []
-    for a, b in pairs:
-        n = costs_mod.break_even(arm_costs[a], arm_costs[b])
-        breaks.append({"a": a, "b": b, "answers": n})
+    breaks = [BreakEven(a=a, b=b, answers=costs_mod.break_even(arm_costs[a], arm_costs[b])) for a, b in pairs]
     quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
     rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
     info = run["info"] or {}
@@ -72,17 +71,17 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
                     for a, c in arm_costs.items()},
         "costs": {a: asdict(c) for a, c in arm_costs.items()}, "price_per_hour": price_per_hour, "break_even": breaks,
         "error_attribution": _attribution(arms, qids, by),
-        "recommendation": asdict(rec), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
+        "recommendation": cast(Recommendation, asdict(rec)), "finetune": ({k: v for k, v in ft_info.items() if k != "facts"} or None),
         "fact_split": fact_split, "forgetting": forgetting, "seed_spread": spread, "accept_loss": (needs or Needs()).accept_loss,
         "leakage": ft_info.get("leakage"),
         "leakage_statement": _leakage_statement(ft_info),
     }
 
 
-Rows = dict[tuple[str, str, str], dict[str, Any]]  # (arm, qid, metric) → stored score
+Rows = dict[tuple[str, str, str], StoredScore]  # (arm, qid, metric) → stored score
 
 
-def _metrics(by: Rows, arms: list[str], qids: list[str], seed: int) -> dict[str, dict[str, Any]]:
+def _metrics(by: Rows, arms: list[str], qids: list[str], seed: int) -> dict[str, dict[str, ArmMetric]]:
     """Every key metric per arm: bootstrap mean and CI over the questions all arms answered, failures counted."""
     metrics: dict[str, dict[str, Any]] = {}
     for m in KEY_METRICS:
@@ -100,10 +99,11 @@ def _metrics(by: Rows, arms: list[str], qids: list[str], seed: int) -> dict[str,
 
 
 def _paired(pairs: list[tuple[str, str]], primary: dict[str, list[float]], f1: dict[str, list[float]]
-            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            ) -> tuple[list[PairedRow], dict[str, Paired]]:
     """Paired bootstrap (and McNemar on the primary metric) for every pair of arms; the comparisons
     against base, which the recommendation reads, also as objects."""
-    paired, against_base = [], {}
+    paired: list[PairedRow] = []
+    against_base: dict[str, Paired] = {}
     for a, b in pairs:
         for m, vals in ((PRIMARY, primary), ("token_f1", f1)):
             if len(vals[a]) != len(vals[b]) or not vals[a]:
@@ -148,7 +148,7 @@ def _leakage_statement(ft_info: dict[str, Any]) -> str:
 
 
 def _fact_split(facts: dict[str, str] | None, arms: list[str], qids: list[str],
-                by: dict[tuple[str, str, str], dict[str, Any]], seed: int) -> dict[str, Any] | None:
+                by: Rows, seed: int) -> dict[str, Any] | None:
     """Each arm's primary metric on eval facts the fine-tune's training data taught and on the rest."""
     if not facts:
         return None
@@ -199,7 +199,7 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
 JUDGE_THRESHOLD = 0.5  # answer accuracy at or above this counts as "correct" when compared with contains
 
 
-def _judge_agreement(by: dict[tuple[str, str, str], dict[str, Any]], arms: list[str], qids: list[str],
+def _judge_agreement(by: Rows, arms: list[str], qids: list[str],
                      info: dict[str, Any]) -> dict[str, Any] | None:
     """How far the judge can be trusted here: its answer accuracy against reference-contained, per answer.
 
@@ -224,7 +224,7 @@ def _judge_agreement(by: dict[tuple[str, str, str], dict[str, Any]], arms: list[
             "timed_verdicts": timing["verdicts"] if timing else 0}
 
 
-def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def _judge_failures(scores: list[StoredScore]) -> dict[str, dict[str, int]]:
     """Per judge metric: how many verdicts failed, by reason (NaN, parse error, timeout…)."""
     out: dict[str, dict[str, int]] = {}
     for s in scores:
@@ -235,7 +235,7 @@ def _judge_failures(scores: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def write_outputs(store: Store, run_id: str, summary: dict[str, Any], out: Path) -> dict[str, Path]:
+def write_outputs(store: Store, run_id: str, summary: Summary, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {n: out / n for n in ("summary.json", "answers.csv", "scores.csv", "report.html")}
     files.write_atomic(paths["summary.json"], json.dumps(summary, indent=1, default=str))
@@ -260,7 +260,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def _csv(rows: list[dict[str, Any]], cols: list[str], fix: Any = None) -> str:
+def _csv(rows: Sequence[Mapping[str, Any]], cols: list[str], fix: Any = None) -> str:
     import io
 
     buf = io.StringIO()
@@ -280,11 +280,11 @@ def _svg(chart: Any) -> str:
     return str(vlc.vegalite_to_svg(chart.to_json()))
 
 
-def charts(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, str]:
+def charts(summary: Summary, answers: list[AnswerRow]) -> dict[str, str]:
     return {name: _svg(chart) for name, chart in chart_specs(summary, answers).items()}
 
 
-def chart_specs(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+def chart_specs(summary: Summary, answers: list[AnswerRow]) -> dict[str, Any]:
     """The report's Altair charts (quality with CIs, latency, cost vs volume), from the summary's numbers."""
     import altair as alt
     import pandas as pd
@@ -311,7 +311,7 @@ def chart_specs(summary: dict[str, Any], answers: list[dict[str, Any]]) -> dict[
     return {"quality": quality, "latency": latency, "cost": cost}
 
 
-def render_html(summary: dict[str, Any], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> str:
+def render_html(summary: Summary, answers: list[AnswerRow], scores: list[StoredScore]) -> str:
     from datetime import datetime
 
     import jinja2

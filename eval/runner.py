@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from eval import forgetting, history, scoring
 from eval import judge as judge_mod
+from eval.records import NewAnswer
 from eval.store import Store
 from pipelines import corpus as corpora
 from pipelines import finetune_runs, generation, models, rag, serving
@@ -61,7 +62,7 @@ def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: d
     return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def _row(arm: str, qa: QA, a: Answer) -> dict[str, Any]:
+def _row(arm: str, qa: QA, a: Answer) -> NewAnswer:
     g = a.generation
     return {"arm": arm, "qid": qa.id, "question": qa.question, "model": a.model, "text": a.text,
             "passages": [asdict(p) for p in a.passages], "retrieval_ms": a.retrieval_ms, "ttft_ms": g.ttft_ms,

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from eval.records import PairedRow, RunRecord
 from eval.scoring import PRIMARY
 from eval.store import Store
 from pipelines.arms import ARMS, finetuned_arms
 
 
-def _same_setting(run: dict[str, Any], other: dict[str, Any]) -> bool:
+def _same_setting(run: RunRecord, other: RunRecord) -> bool:
     """Same corpus, questions and base model; a fine-tune with the same recipe and parameters but its seed."""
     a, b = run["config"], other["config"]
     fa, fb = (run["info"] or {}).get("finetune") or {}, (other["info"] or {}).get("finetune") or {}
@@ -36,7 +37,7 @@ def _mean(store: Store, run_id: str, arm: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def seed_spread(store: Store, run_id: str, paired: list[dict[str, Any]]) -> dict[str, Any] | None:
+def seed_spread(store: Store, run_id: str, paired: list[PairedRow]) -> dict[str, Any] | None:
     """Each fine-tuned arm over the training seeds the store has evaluated on these questions, or
     None when it holds only this run's seed. `paired`: this run's paired comparisons (summary)."""
     run = store.run(run_id)
@@ -48,7 +49,8 @@ def seed_spread(store: Store, run_id: str, paired: list[dict[str, Any]]) -> dict
     for r in store.runs():
         if r["status"] != "done" or not set(ft_arms) <= set(r["arms"]):
             continue
-        other = {**r, "config": json.loads(r["config"]), "info": json.loads(r["info"] or "{}")}
+        other = RunRecord(run_id=r["run_id"], corpus=r["corpus"], arms=r["arms"], config=json.loads(r["config"]),
+                          created=r["created"], status=r["status"], info=json.loads(r["info"] or "{}"))
         if r["run_id"] == run_id or _same_setting(run, other):
             by_seed[int(other["info"]["finetune"]["params"]["seed"])] = r["run_id"]
     by_seed[int(ft["params"]["seed"])] = run_id

@@ -19,6 +19,7 @@ from typing import Any
 from eval.history import one_off_seconds
 from eval.metrics import answer_scores
 from eval.recommend import Needs
+from eval.records import Summary
 from eval.report import summarise, write_outputs
 from eval.runner import EvalConfig, run_eval
 from eval.store import Store
@@ -30,6 +31,7 @@ from pipelines.arms import ARM_NAMES, Answer, check_arm_name, check_question, ge
 from pipelines.config import Settings, load_settings
 from pipelines.corpus import Corpus
 from pipelines.errors import CorpusError, RagftError, option
+from pipelines.finetune_runs import FinetuneRun
 from pipelines.train import LoraParams
 
 Log = Callable[[str], None]
@@ -167,7 +169,7 @@ def index(spec: IndexSpec, settings: Settings, progress: rag.Progress | None = N
 
 def finetune(spec: FinetuneSpec, settings: Settings, log: Log = print,
              progress: Callable[[int, int, float], None] | None = None, stage: Log = _quiet,
-             started: Produced | None = None) -> dict[str, Any]:
+             started: Produced | None = None) -> FinetuneRun:
     """Fine-tune, merge and serve; returns the run record (`started` hears the run id first)."""
     if spec.teacher:
         settings = settings.model_copy(update={"teacher_model": spec.teacher})
@@ -189,7 +191,7 @@ def finetune(spec: FinetuneSpec, settings: Settings, log: Log = print,
 @dataclass
 class Evaluation:
     run_id: str
-    summary: dict[str, Any]
+    summary: Summary
     outputs: dict[str, Path]  # report.html, answers.csv, scores.csv, summary.json
 
 

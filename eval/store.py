@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from eval.records import AnswerRow, NewAnswer, RunListing, RunRecord, StoredScore
 from pipelines import db as sqlite_db
 from pipelines.errors import RagftError
 
@@ -108,17 +109,17 @@ class Store:
             else:
                 db.execute("UPDATE runs SET status=?, info=? WHERE run_id=?", (status, json.dumps(info, default=str), run_id))
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str) -> RunRecord:
         row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             raise RagftError(f"no stored run '{run_id}'", "see `ragft runs`")
-        return {**dict(row), "arms": json.loads(row["arms"]), "config": json.loads(row["config"]),
-                "info": json.loads(row["info"])}
+        return cast(RunRecord, {**dict(row), "arms": json.loads(row["arms"]), "config": json.loads(row["config"]),
+                                "info": json.loads(row["info"])})
 
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self) -> list[RunListing]:
         rows = self.db.execute("SELECT r.*, (SELECT COUNT(*) FROM answers a WHERE a.run_id=r.run_id) AS n_answers "
                                "FROM runs r ORDER BY created").fetchall()
-        return [{**dict(r), "arms": json.loads(r["arms"])} for r in rows]
+        return [cast(RunListing, {**dict(r), "arms": json.loads(r["arms"])}) for r in rows]
 
     def add_event(self, run_id: str, kind: str, detail: str) -> None:
         """What happened to a run besides answers (server restarts, retries): part of its record."""
@@ -140,7 +141,7 @@ class Store:
     def answered(self, run_id: str, arm: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT qid FROM answers WHERE run_id=? AND arm=?", (run_id, arm))}
 
-    def save_answer(self, run_id: str, row: dict[str, Any]) -> bool:
+    def save_answer(self, run_id: str, row: NewAnswer) -> bool:
         """Insert once; a second writer of the same answer is ignored (never answered twice)."""
         with self.tx() as db:
             cur = db.execute(
@@ -150,9 +151,9 @@ class Store:
                  row["eval_ms"], row["tokens_per_s"], time.time()))
             return cur.rowcount == 1
 
-    def answers(self, run_id: str) -> list[dict[str, Any]]:
+    def answers(self, run_id: str) -> list[AnswerRow]:
         rows = self.db.execute("SELECT * FROM answers WHERE run_id=? ORDER BY arm, qid", (run_id,)).fetchall()
-        return [{**dict(r), "passages": json.loads(r["passages"])} for r in rows]
+        return [cast(AnswerRow, {**dict(r), "passages": json.loads(r["passages"])}) for r in rows]
 
     # scores
     def scored(self, run_id: str) -> set[tuple[str, str, str]]:
@@ -162,8 +163,9 @@ class Store:
         with self.tx() as db:
             db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?)", [(run_id, *r) for r in rows])
 
-    def scores(self, run_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM scores WHERE run_id=? ORDER BY arm, qid, metric", (run_id,))]
+    def scores(self, run_id: str) -> list[StoredScore]:
+        rows = self.db.execute("SELECT * FROM scores WHERE run_id=? ORDER BY arm, qid, metric", (run_id,))
+        return [cast(StoredScore, dict(r)) for r in rows]
 
     # the forgetting probe (eval/forgetting.py): base and ft on the same fixed questions
     def save_probe(self, run_id: str, row: dict[str, Any]) -> None:

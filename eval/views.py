@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval.records import AnswerRow, StoredScore, Summary
 from eval.scoring import PRIMARY
 from eval.seeds import spread_lines
 from pipelines.leakage import NOT_TAUGHT, TAUGHT
@@ -13,7 +14,7 @@ from pipelines.leakage import NOT_TAUGHT, TAUGHT
 MISSING = "–"  # an arm that has no value for a metric
 
 
-def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def fact_split_rows(summary: Summary) -> list[dict[str, str]]:
     """The split table: each arm on taught and not-taught eval facts (CLI, app and report.html)."""
     split = summary.get("fact_split")
     if not split:
@@ -23,12 +24,12 @@ def fact_split_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             for arm, per in split["arms"].items()]
 
 
-def forgetting_lines(summary: dict[str, Any]) -> list[str]:
+def forgetting_lines(summary: Summary) -> list[str]:
     f = summary.get("forgetting")
     return [v["statement"] for v in f.values()] if f else []
 
 
-def seed_lines(summary: dict[str, Any]) -> list[str]:
+def seed_lines(summary: Summary) -> list[str]:
     return spread_lines(summary.get("seed_spread"))
 
 
@@ -49,7 +50,7 @@ def fmt_estimate(v: dict[str, Any], digits: int = 3) -> str:
     return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
 
 
-def index_line(summary: dict[str, Any]) -> str | None:
+def index_line(summary: Summary) -> str | None:
     """Which index the rag arms answered from (runs before this was recorded: None)."""
     ix = summary["config"].get("index")
     if not ix:
@@ -58,7 +59,7 @@ def index_line(summary: dict[str, Any]) -> str | None:
             f"top {ix['top_k']}, chunks {ix['chunk_size']}/{ix['chunk_overlap']})")
 
 
-def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def question_rows(arms: list[str], answers: list[AnswerRow], scores: list[StoredScore]) -> list[dict[str, Any]]:
     """One row per question: id, question, and per arm its answer and whether it is correct (primary metric)."""
     ok = {(s["arm"], s["qid"]): s["value"] for s in scores if s["metric"] == PRIMARY}
     rows: dict[str, dict[str, Any]] = {}
@@ -70,7 +71,7 @@ def question_rows(arms: list[str], answers: list[dict[str, Any]], scores: list[d
             for _, r in sorted(rows.items())]
 
 
-def quality_cells(summary: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, str] | None]]]:
+def quality_cells(summary: Summary) -> list[tuple[str, dict[str, dict[str, str] | None]]]:
     """Per metric, per arm: its mean, CI and failed scores as text (None: the arm has no such metric)."""
     out = []
     for m, per in summary["metrics"].items():
@@ -91,11 +92,11 @@ def cell_text(cell: dict[str, str] | None) -> str:
     return " ".join(x for x in (cell["mean"], cell["ci"], f"({cell['failed']})" if cell["failed"] else "") if x)
 
 
-def quality_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def quality_rows(summary: Summary) -> list[dict[str, str]]:
     return [{"metric": m, **{a: cell_text(c) for a, c in cells.items()}} for m, cells in quality_cells(summary)]
 
 
-def paired_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def paired_rows(summary: Summary) -> list[dict[str, str]]:
     return [{"difference": f"{p['b']} − {p['a']}", "metric": p["metric"], "mean": f"{p['diff']:+.3f}",
              "95% CI": f"[{p['lo']:+.3f}, {p['hi']:+.3f}]", "p (bootstrap)": f"{p['p_bootstrap']:.3f}",
              "p (McNemar)": "" if p["p_mcnemar"] is None else f"{p['p_mcnemar']:.3f}",
@@ -103,25 +104,25 @@ def paired_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
             for p in summary["paired"]]
 
 
-def latency_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def latency_rows(summary: Summary) -> list[dict[str, str]]:
     return [{"arm": a, "p50 ms": f"{v['p50_ms']:.0f}", "p95 ms": f"{v['p95_ms']:.0f}", "TTFT p50 ms": f"{v['ttft_p50_ms']:.0f}",
              "tokens/s": f"{v['tokens_per_s']:.1f}", "answers/min": f"{(v['answers_per_min'] or 0):.1f}",
              "cost / 1k answers": f"{summary['costs'][a]['per_1k_answers']:.4f}",
              "one-off cost": f"{summary['costs'][a]['one_off']:.4f}"} for a, v in summary["latency"].items()]
 
 
-def break_even_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+def break_even_rows(summary: Summary) -> list[dict[str, str]]:
     return [{"arms": f"{b['a']} vs {b['b']}",
              "answers": f"{b['answers']:,.0f} answers" if b["answers"] else "never (no per-answer saving)"}
             for b in summary["break_even"]]
 
 
-def judge_failure_lines(summary: dict[str, Any]) -> list[str]:
+def judge_failure_lines(summary: Summary) -> list[str]:
     return [f"{m}: " + ", ".join(f"{n} × {r}" for r, n in per.items())
             for m, per in (summary.get("judge_failures") or {}).items()]
 
 
-def attribution_lines(summary: dict[str, Any]) -> list[str]:
+def attribution_lines(summary: Summary) -> list[str]:
     return [f"{a}: {c['correct']} correct, {c['retrieval_miss']} wrong after a retrieval miss, "
             f"{c['generation_error']} wrong although a reference source was retrieved"
             for a, c in summary["error_attribution"].items()]

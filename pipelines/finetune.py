@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock
 
@@ -22,7 +21,7 @@ from pipelines import files, generation, models, serving
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import ModelPrepError, option
-from pipelines.finetune_runs import latest_run, load_run, make_run_dir, resume_dir, runs_dir, write_loss_plot
+from pipelines.finetune_runs import FinetuneRun, latest_run, load_run, make_run_dir, resume_dir, runs_dir, write_loss_plot
 from pipelines.recipes import MIX_SHARE, SYNTHETIC_KINDS, TrainItem, build_items, check_leakage, mix_items, tokenize
 from pipelines.train import LoraParams, TrainingError, merge_adapter, train_lora
 
@@ -51,7 +50,7 @@ def finetune(
     stop_after_steps: int | None = None,
     stage: Callable[[str], None] = lambda _: None,
     started: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> FinetuneRun:
     """Recipes → leakage guard → LoRA → merge → `ollama create`; returns the stored run record.
 
     `stage` hears what happens before the first step ("checking leakage…"), for progress bars.
@@ -68,9 +67,9 @@ def finetune(
             mix = corpora.load(record["mix"]["corpus"], settings)
     else:
         run_dir = make_run_dir(corpus, settings)
-        record = {"run_id": run_dir.name, "corpus": corpus.name, "base_model": settings.model,
-                  "quantization": settings.quantization, "recipes": recipes, "params": asdict(params),
-                  "status": "preparing", "created": datetime.now(UTC).isoformat()}
+        record = FinetuneRun(run_id=run_dir.name, corpus=corpus.name, base_model=settings.model,
+                             quantization=settings.quantization, recipes=recipes, params=asdict(params),
+                             status="preparing", created=datetime.now(UTC).isoformat())
     if started:
         started(run_dir.name)
     stage("building training data…")
@@ -87,7 +86,7 @@ def finetune(
 
     stage("tokenising…")
     examples = tokenize(items, AutoTokenizer.from_pretrained(base_dir), params.max_length)
-    record.update(status="training", n_items=len(items), n_examples=len(examples))
+    record["status"], record["n_items"], record["n_examples"] = "training", len(items), len(examples)
     files.write_json(run_dir / "run.json", record, indent=1)
     log(f"training LoRA on {len(examples)} examples ({', '.join(recipes)}) → {run_dir}")
     stage("loading model…" if not resume_run else "loading checkpoint…")
@@ -103,12 +102,12 @@ def finetune(
     write_loss_plot(run_dir)
     files.write_json(run_dir / "run.json", record, indent=1)
     stage("merging and serving…")
-    record.update(export(run_dir, record, settings, server, log))
+    record.update(export(run_dir, record, settings, server, log))  # status, ollama_model, export_s
     files.write_json(run_dir / "run.json", record, indent=1)
     return record
 
 
-def _guard(corpus: Corpus, items: list[TrainItem], run_dir: Path, record: dict[str, Any], allow_leakage: bool,
+def _guard(corpus: Corpus, items: list[TrainItem], run_dir: Path, record: FinetuneRun, allow_leakage: bool,
            log: Callable[[str], None]) -> list[TrainItem]:
     """The leakage guard over the training items: its report is written and put on the record; an eval
     question verbatim in the training data refuses the run unless the user allows it."""
@@ -141,8 +140,8 @@ def _guard(corpus: Corpus, items: list[TrainItem], run_dir: Path, record: dict[s
     return items
 
 
-def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: serving.Server,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+def export(run_dir: Path, record: FinetuneRun, settings: Settings, server: serving.Server,
+           log: Callable[[str], None] = print) -> FinetuneRun:
     """Merge the adapter into the base weights and create the served model (same quantisation)."""
     spec = models.get_spec(record["base_model"], settings)
     base_dir = models.ensure_hf_weights(spec, settings, log)
@@ -158,7 +157,7 @@ def export(run_dir: Path, record: dict[str, Any], settings: Settings, server: se
         models.create_checked(server, settings, name, models.modelfile(spec, merged), log)
     shutil.rmtree(merged, ignore_errors=True)  # the adapter is kept; merging again takes seconds
     log(f"served as {name} ({time.perf_counter() - started:.0f} s to merge and create)")
-    return {"status": "served", "ollama_model": name, "export_s": round(time.perf_counter() - started, 1)}
+    return FinetuneRun(status="served", ollama_model=name, export_s=round(time.perf_counter() - started, 1))
 
 
 def ensure_ft_model(corpus_name: str, settings: Settings, server: serving.Server) -> str:

@@ -13,12 +13,37 @@ import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pipelines import models
 from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.train import TrainingError
+
+
+class FinetuneRun(TypedDict, total=False):
+    """run.json: a fine-tune run's record, written as the run goes (so every key past `status` is optional)."""
+
+    run_id: str
+    corpus: str
+    base_model: str
+    quantization: str
+    recipes: list[str]
+    params: dict[str, Any]  # train.LoraParams as a dict
+    status: str  # preparing | refused: leakage | training | interrupted | trained | served
+    created: str  # ISO 8601, UTC
+    mix: dict[str, Any]  # the corpus mixed in: name, examples, share
+    teacher_repeats_dropped: int
+    leakage: dict[str, int]  # verbatim / near_verbatim / paraphrase / unrelated counts
+    fact_coverage: dict[str, int]  # taught / not taught eval facts
+    allow_leakage: bool
+    n_items: int
+    n_examples: int
+    training: dict[str, Any]  # what train_lora measured: steps, tokens, wall s, tok/s, peak RSS, loss
+    ollama_model: str
+    export_s: float
+
+
 
 
 def runs_dir(settings: Settings) -> Path:
@@ -65,11 +90,11 @@ def resume_dir(run_id: str, corpus: Corpus, settings: Settings) -> Path:
     return run_dir
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
+def load_run(run_dir: Path) -> FinetuneRun:
+    return FinetuneRun(**json.loads((run_dir / "run.json").read_text(encoding="utf-8")))
 
 
-def list_runs(settings: Settings) -> list[dict[str, Any]]:
+def list_runs(settings: Settings) -> list[FinetuneRun]:
     base = runs_dir(settings)
     runs = []
     for d in sorted(base.iterdir()) if base.is_dir() else []:
@@ -78,7 +103,7 @@ def list_runs(settings: Settings) -> list[dict[str, Any]]:
     return runs
 
 
-def latest_run(corpus_name: str, settings: Settings) -> dict[str, Any] | None:
+def latest_run(corpus_name: str, settings: Settings) -> FinetuneRun | None:
     done = [r for r in list_runs(settings) if r.get("corpus") == corpus_name and r.get("base_model") == settings.model
             and r.get("status") == "served" and r.get("quantization") == settings.quantization]
     return done[-1] if done else None
