@@ -62,7 +62,8 @@ def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: d
     return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def _row(arm: str, qa: QA, a: Answer) -> NewAnswer:
+def answer_row(arm: str, qa: QA, a: Answer) -> NewAnswer:
+    """The row the store keeps of one answer (every front door and fixture writes answers through this)."""
     g = a.generation
     return {"arm": arm, "qid": qa.id, "question": qa.question, "model": a.model, "text": a.text,
             "passages": [asdict(p) for p in a.passages], "retrieval_ms": a.retrieval_ms, "ttft_ms": g.ttft_ms,
@@ -158,7 +159,7 @@ def _answer_arm(name: str, arm: Any, questions: list[QA], concurrency: int, serv
 
     def answer(qa: QA) -> None:
         a = _answer_with_retries(arm, qa, server, settings, store, run_id, name, log)
-        store.save_answer(run_id, _row(name, qa, a))
+        store.save_answer(run_id, answer_row(name, qa, a))
 
     pool = ThreadPoolExecutor(max(1, concurrency))
     try:

@@ -14,6 +14,12 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from eval.records import NewAnswer
+from eval.runner import answer_row
+from pipelines.arms import Answer
+from pipelines.corpus import QA
+from pipelines.generation import Generation
+
 DOCS = {
     "festival.md": "# Festival\n\nThe Zorblax lantern festival takes place every March in Kelmouth. "
                    "Lanterns are launched from the old pier at dusk.",
@@ -147,3 +153,13 @@ def fake_judge_endpoint() -> Iterator[tuple[str, type[JudgeEndpoint]]]:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
     finally:
         server.shutdown()
+
+
+def answer(arm: str, qid: str, text: str, *, retrieval_ms: float = 1.0, total_ms: float = 100.0, ttft_ms: float = 10.0,
+           prompt_tokens: int = 5, output_tokens: int = 4, eval_ms: float = 40.0) -> NewAnswer:
+    """A stored answer as the runner writes it (`runner.answer_row`), with timings chosen by the test."""
+    gen = Generation(text=text, model="m", ttft_ms=ttft_ms, total_ms=total_ms - retrieval_ms, load_ms=0.0,
+                     prompt_tokens=prompt_tokens, prompt_ms=1.0, output_tokens=output_tokens, eval_ms=eval_ms,
+                     done_reason="stop")
+    question = f"question {qid}"
+    return answer_row(arm, QA(qid, question, [], []), Answer(arm, question, text, "m", gen, [], retrieval_ms))

@@ -17,7 +17,7 @@ from pipelines import corpus as corpora
 from pipelines import finetune_runs, rag, serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
-from tests.helpers import encrypted_pdf
+from tests.helpers import answer, encrypted_pdf
 from ui import jobs
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -184,10 +184,9 @@ def _fake_runs(s: Settings) -> None:
             store.ensure_run(run_id, "kelmouth", ["base", "rag"], {"limit": None, "seed": 42, "n_questions": 3})
             for arm, answers in texts.items():
                 for (qid, ref), text in zip(refs.items(), answers, strict=True):
-                    store.save_answer(run_id, {"arm": arm, "qid": qid, "question": f"question {qid}", "model": "m",
-                                               "text": text, "passages": [], "retrieval_ms": 2.0, "ttft_ms": 50.0,
-                                               "total_ms": 300.0 if arm == "rag" else 200.0, "prompt_tokens": 9,
-                                               "output_tokens": 5, "eval_ms": 50.0, "tokens_per_s": 100.0})
+                    store.save_answer(run_id, answer(arm, qid, text, retrieval_ms=2.0, ttft_ms=50.0, prompt_tokens=9,
+                                                     total_ms=300.0 if arm == "rag" else 200.0, output_tokens=5,
+                                                     eval_ms=50.0))
                     store.save_scores(run_id, [(arm, qid, m, v, None) for m, v in answer_scores(text, [ref]).items()])
             store.set_status(run_id, "done", {})
 

@@ -16,7 +16,7 @@ from pipelines import corpus as corpora
 from pipelines import doctor, finetune_runs, importers, rag
 from pipelines.config import Settings
 from pipelines.errors import CorpusError
-from tests.helpers import encrypted_pdf, make_corpus, text_pdf
+from tests.helpers import answer, encrypted_pdf, make_corpus, text_pdf
 
 
 def test_uploads_are_checked_one_by_one(settings: Settings) -> None:
@@ -93,10 +93,7 @@ def _fake_run(store: Store, run_id: str, arms: list[str], n: int, limit: int | N
              "rag": {"q1": "Ida Brandt", "q2": "In March", "q3": "At 9:30"}}
     for arm in arms:
         for qid in list(refs)[:n]:
-            store.save_answer(run_id, {"arm": arm, "qid": qid, "question": f"question {qid}", "model": "m",
-                                       "text": texts[arm][qid], "passages": [], "retrieval_ms": 1.0, "ttft_ms": 10.0,
-                                       "total_ms": 100.0 + len(arm), "prompt_tokens": 5, "output_tokens": 4,
-                                       "eval_ms": 40.0, "tokens_per_s": 100.0})
+            store.save_answer(run_id, answer(arm, qid, texts[arm][qid], total_ms=100.0 + len(arm)))
             store.save_scores(run_id, [(arm, qid, m, v, None) for m, v in answer_scores(texts[arm][qid], [refs[qid]]).items()])
 
 
