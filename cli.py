@@ -424,22 +424,11 @@ def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id (see `ragft ru
                price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour.")] = 0.10,
                data_dir: DataDirOpt = None) -> None:
     """Write the report of a stored run again (no model is called)."""
-    from eval.history import one_off_seconds
-    from eval.report import summarise, write_outputs
-    from eval.store import Store
-    from pipelines import corpus as corpora
+    from eval import services
 
-    settings = _settings(None, data_dir)
-    store = Store(settings.runs_db)
-    run = store.run(run_id)
-    try:
-        one_off = one_off_seconds(corpora.load(run["corpus"], settings), settings)
-    except RagftError:
-        one_off = {}
-    summary = summarise(store, run_id, price_per_hour, None, one_off)
-    paths = write_outputs(store, run_id, summary, out)
-    _print_summary(summary)
-    console.print(f"report: {paths['report.html']}")
+    result = services.report(run_id, _settings(None, data_dir), out, price_per_hour)
+    _print_summary(result.summary)
+    console.print(f"report: {result.outputs['report.html']}")
 
 
 @app.command("compare")

@@ -213,6 +213,27 @@ def evaluate(spec: EvalSpec, settings: Settings, log: Log = print,
         store.close()
 
 
+def summary(run_id: str, settings: Settings, store: Store, price_per_hour: float = 0.10,
+            needs: Needs | None = None) -> Summary:
+    """A stored run's summary with its arms' one-off costs (none when its corpus is gone)."""
+    try:
+        one_off = one_off_seconds(corpora.load(store.run(run_id)["corpus"], settings), settings)
+    except RagftError:
+        one_off = {}
+    return summarise(store, run_id, price_per_hour, needs, one_off)
+
+
+def report(run_id: str, settings: Settings, out: Path, price_per_hour: float = 0.10, needs: Needs | None = None
+           ) -> Evaluation:
+    """Write a stored run's report again; no model is called."""
+    store = Store(settings.runs_db)
+    try:
+        summarised = summary(run_id, settings, store, price_per_hour, needs)
+        return Evaluation(run_id, summarised, write_outputs(store, run_id, summarised, out))
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------- background jobs
 
 SPECS: dict[str, type] = {"setup": SetupSpec, "serve": ServeSpec, "index": IndexSpec, "finetune": FinetuneSpec,

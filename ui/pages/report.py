@@ -8,13 +8,11 @@ from typing import Any
 
 import streamlit as st
 
-from eval import history, views
+from eval import services, views
 from eval.recommend import Needs
-from eval.report import chart_specs, summarise, write_outputs
+from eval.report import chart_specs, write_outputs
 from eval.store import Store
-from pipelines import corpus as corpora
 from pipelines.config import Settings
-from pipelines.errors import RagftError
 from ui import common
 
 st.title("Report")
@@ -52,11 +50,7 @@ def _report(_s: Settings, data_dir: str, run_id: str, n_answers: int, n_scores: 
             needs: tuple) -> tuple[dict[str, Any], list[dict], list[dict]]:
     # Keyed on the answer and score counts: a run still being answered is recomputed as it grows.
     with contextlib.closing(Store(_s.runs_db)) as store:
-        try:
-            one_off = history.one_off_seconds(corpora.load(store.run(run_id)["corpus"], _s), _s)
-        except RagftError:  # the corpus is gone: no one-off costs to add
-            one_off = {}
-        return summarise(store, run_id, price, Needs(*needs), one_off), store.answers(run_id), store.scores(run_id)
+        return services.summary(run_id, _s, store, price, Needs(*needs)), store.answers(run_id), store.scores(run_id)
 
 
 @st.cache_data(show_spinner="Writing report.html, answers.csv, scores.csv, summary.json…", max_entries=8)
