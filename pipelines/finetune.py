@@ -70,6 +70,7 @@ def finetune(
         record = FinetuneRun(run_id=run_dir.name, corpus=corpus.name, base_model=settings.model,
                              quantization=settings.quantization, recipes=recipes, params=asdict(params),
                              status="preparing", created=datetime.now(UTC).isoformat())
+    files.write_json(run_dir / "run.json", record, indent=1)  # before anyone hears of the run: it can be read at once
     if started:
         started(run_dir.name)
     stage("building training data…")
