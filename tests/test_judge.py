@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ def test_small_local_judge_end_to_end(demo_env: tuple[Settings, corpora.Corpus],
     assert agree["verdicts"] == len(accuracy) == 4 and agree["n"] == agree["verdicts"] - agree["failed"]
     assert agree["timed_verdicts"] == 4 and agree["seconds_per_verdict"] > 0
     html = write_outputs(store, run_id, summary, tmp_path / "out")["report.html"].read_text()
-    assert "<h2>Judge</h2>" in html and "generator&#x27;s own model" in html
+    assert "<h2>Judge</h2>" in html and "generator's own model" in unescape(html)  # as a browser shows it
     assert "judge vs reference-contained on" in html and "Cohen" in html
     # resuming a finished judged run asks the judge nothing again
     before = len(store.scores(run_id))
