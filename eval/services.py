@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,7 @@ def finetune(spec: FinetuneSpec, settings: Settings, log: Log = print,
     if mixed is not None and mixed.name == loaded.name:
         raise CorpusError(f"{option('mix')} {spec.mix} is the corpus being fine-tuned", "mix in a different corpus")
     recipes = spec.recipes or training_recipes.default_recipes(loaded, settings)
-    for name in recipes:
-        training_recipes.parse_recipes(name)  # an unknown recipe fails here, naming the known ones
+    training_recipes.parse_recipes(",".join(recipes))  # an unknown recipe fails here, naming the known ones
     params = spec.params(recipes)
     params.validate()
     server = serving.ensure_server(settings, log)
@@ -259,7 +258,7 @@ def run(kind: str, spec: Any, settings: Settings, log: Log = print, produced: Pr
         server = serve(settings, log)
         log(f"{server.url} (version {server.version}, pid {server.pid or 'not ragft-owned'})")
     elif kind == "index":
-        indexed = index(spec, settings, lambda done, total, what: None)
+        indexed = index(spec, settings)
         r = indexed.report
         for problem in r.problems:
             log(f"warning: {problem}")
@@ -285,10 +284,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", flush=True)
         return 1
     return 0
-
-
-def to_json(spec: Any) -> dict[str, Any]:
-    return asdict(spec)
 
 
 if __name__ == "__main__":
