@@ -281,7 +281,10 @@ def finetune_runs_cmd(data_dir: DataDirOpt = None) -> None:
 @app.command("eval")
 def eval_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
-    arms: Annotated[str, typer.Option(help="Comma-separated arms: base, rag, ft, ft_rag.")] = "base,rag,ft,ft_rag",
+    arms: Annotated[str, typer.Option(
+        help="Comma-separated arms: base, rag, ft, ft_rag; api and api_rag ask a hosted reference model closed book or "
+             "with the rag prompt (RAGFT_REFERENCE_BASE_URL, _MODEL, _INPUT_PRICE, _OUTPUT_PRICE, _PRICES_DATE; key "
+             "from RAGFT_REFERENCE_API_KEY).")] = "base,rag,ft,ft_rag",
     out: Annotated[Path, typer.Option(help="Folder for report.html, answers.csv, scores.csv, summary.json.")] = Path("ragft-report"),
     limit: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the question sample and the bootstrap.")] = 42,
@@ -389,6 +392,8 @@ def _print_summary(summary: Summary) -> None:
         console.print(f"  forgetting probe: {esc(line)}")
     for line in views.seed_lines(summary):
         console.print(f"  training seeds: {esc(line)}")
+    for line in views.reference_lines(summary) or views.answer_failure_lines(summary):
+        console.print(f"  hosted reference: {esc(line)}")
     for f in (summary.get("injection") or {}).get("answers_quoting", []):
         err.print("[yellow]warning:[/] " + esc(f"{f['arm']}/{f['qid']} quotes a planted instruction: {f['quoted']!r}"))
     for ev in summary.get("events") or []:

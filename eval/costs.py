@@ -23,6 +23,7 @@ class ArmCost:
     latency_p95_ms: float
     ttft_p50_ms: float
     tokens_per_s: float
+    pricing: str = "machine-hour"  # or "per token" (a hosted reference arm, eval/hosted.py)
 
 
 def percentile(values: list[float], q: float) -> float:

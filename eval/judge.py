@@ -21,6 +21,7 @@ from typing import Any
 from eval.store import ScoreRow
 from pipelines import models
 from pipelines.config import Settings
+from pipelines.endpoints import check_endpoint, scrub
 from pipelines.errors import ConfigError, UnknownNameError
 
 # Metric name → the answer fields it reads. The context metrics need retrieved passages, so
@@ -29,7 +30,6 @@ JUDGE_METRICS = ("answer_accuracy", "answer_relevancy", "faithfulness", "context
 NEEDS_CONTEXT = frozenset({"faithfulness", "context_precision", "context_recall"})
 # Only ragft's own variable: a team's OPENAI_API_KEY is never sent to whatever endpoint a judge URL names.
 KEY_ENV = "RAGFT_JUDGE_API_KEY"
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # What a sound verdict can add up to. ragas averages whatever verdicts the judge returns, so a
 # judge that answers "6" where the schema wants 0/1 would report a precision of 6; such a score
 # is a failed verdict, not a number. Answer relevancy is a cosine and may dip below zero.
@@ -66,32 +66,12 @@ def api_key(spec: JudgeSpec) -> str:
                       f"export {KEY_ENV} in the environment; ragft never stores it")
 
 
-def check_endpoint(url: str, what: str = "judge_base_url") -> str:
-    """An OpenAI-compatible base URL: https, or http on this machine only (a key sent in clear text
-    over a network is a key given away)."""
-    from urllib.parse import urlsplit
-
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what} {url!r} is not an http(s) URL", "e.g. RAGFT_JUDGE_BASE_URL=https://api.openai.com/v1")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
-        raise ConfigError(f"{what} {url!r} is plain http to another machine: the API key would travel unencrypted",
-                          f"use https://{parts.netloc}{parts.path} (http is accepted on 127.0.0.1/localhost only)")
-    return url
-
-
-def scrub(text: str, secret: str) -> str:
-    """An endpoint's error text without the key (a server may echo the request's headers)."""
-    return text.replace(secret, "[key]") if secret and len(secret) >= 4 else text
-
-
 def resolve(judge: str, settings: Settings, server: Any, generator_models: Sequence[str],
             log: Any = print) -> JudgeSpec:
     """Turn `--judge NAME` into an endpoint and model; prepares a registry model on ragft's Ollama."""
     selected_metrics(settings)  # a bad metric list fails before any answer is generated
     if settings.judge_base_url:
-        url = check_endpoint(settings.judge_base_url)
+        url = check_endpoint(settings.judge_base_url, "judge_base_url")
         return JudgeSpec(judge, url, False, judge in generator_models)
     from pipelines import generation
 

@@ -26,6 +26,7 @@ class NewAnswer(TypedDict):
     output_tokens: int
     eval_ms: float
     tokens_per_s: float
+    error: str | None  # why the answer failed (a reference endpoint's timeout or 429); None when answered
 
 
 class AnswerRow(NewAnswer):
@@ -129,6 +130,8 @@ class Summary(TypedDict):
     judge_agreement: dict[str, Any] | None
     events: list[dict[str, Any]]
     injection: dict[str, Any]
+    answer_failures: dict[str, dict[str, int]]  # arm → kind of failure → answers (scored as empty answers)
+    reference: dict[str, Any] | None  # the hosted reference against the local pick (eval/hosted.py)
     latency: dict[str, Latency]
     costs: dict[str, dict[str, Any]]  # arm → eval.costs.ArmCost as a dict
     price_per_hour: float

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from eval import costs as costs_mod
-from eval import injection, views
+from eval import hosted, injection, views
 from eval.forgetting import summarise_probe
 from eval.judge import JUDGE_METRICS
 from eval.recommend import Needs, recommend
@@ -21,7 +21,7 @@ from eval.seeds import seed_spread, spread_lines
 from eval.stats import Paired, agreement, bootstrap_ci, paired_compare
 from eval.store import Store
 from pipelines import files
-from pipelines.arms import ARM_NAMES, ARMS, BASE, finetuned_arms, ordered, retrieval_arms
+from pipelines.arms import ARM_NAMES, ARMS, BASE, finetuned_arms, local_arms, ordered, retrieval_arms
 from pipelines.errors import cli_option
 from pipelines.leakage import NOT_TAUGHT, TAUGHT
 
@@ -44,14 +44,26 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
     pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
     paired, paired_objs = _paired(pairs, primary, f1)
     arm_costs = {}
+    prices = run["config"].get("reference")
     for arm in arms:
         arm_rows = [a for a in answers if a["arm"] == arm]
+        if ARMS[arm].hosted and prices:
+            arm_costs[arm] = hosted.hosted_cost(arm, arm_rows, prices)
+            continue
         arm_costs[arm] = costs_mod.arm_cost(arm, [r["total_ms"] for r in arm_rows], [r["ttft_ms"] for r in arm_rows],
                                             [r["tokens_per_s"] for r in arm_rows], price_per_hour,
                                             (one_off_seconds or {}).get(arm, 0.0))
     breaks = [BreakEven(a=a, b=b, answers=costs_mod.break_even(arm_costs[a], arm_costs[b])) for a, b in pairs]
     quality = {arm: bootstrap_ci(primary[arm]) for arm in arms}
-    rec = recommend(quality, paired_objs, arm_costs, needs or Needs(), PRIMARY, primary)
+    # ragft recommends among the local arms; the hosted reference is measured against the pick.
+    local = local_arms(arms)
+    rec = recommend({a: quality[a] for a in local}, {a: p for a, p in paired_objs.items() if a in local}, arm_costs,
+                    needs or Needs(), PRIMARY, {a: primary[a] for a in local})
+    events = store.events(run_id)
+    reference = hosted.reference_summary(arms, primary, quality, arm_costs, rec.arm, price_per_hour, prices or {},
+                                         sum(1 for e in events if e["kind"] == "rate_limited")) if prices else None
+    if reference:
+        rec.reasons.append(hosted.reference_line(reference))
     info = run["info"] or {}
     ft_info = info.get("finetune") or {}
     fact_split = _fact_split(ft_info.get("facts"), arms, qids, by, run["config"].get("seed", 0))
@@ -64,7 +76,8 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         "run_id": run_id, "corpus": run["corpus"], "arms": arms, "n_questions": len(qids), "status": run["status"],
         "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
         "judge_failures": _judge_failures(scores), "judge_agreement": _judge_agreement(by, arms, qids, run["info"] or {}),
-        "events": store.events(run_id), "injection": injection.scan(answers),
+        "events": events, "injection": injection.scan(answers),
+        "answer_failures": hosted.answer_failures(answers), "reference": reference,
         "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
                         "tokens_per_s": c.tokens_per_s,
                         "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
@@ -329,7 +342,8 @@ def render_html(summary: Summary, answers: list[AnswerRow], scores: list[StoredS
         s=summary, arms=summary["arms"], rec=summary["recommendation"], charts=charts(summary, answers),
         decoding=json.dumps(summary["config"].get("decoding")), index_line=views.index_line(summary),
         split_rows=views.fact_split_rows(summary), forgetting=views.forgetting_lines(summary),
-        seeds=views.seed_lines(summary), judge=summary.get("judge"), judge_failures=views.judge_failure_lines(summary),
+        seeds=views.seed_lines(summary), judge=summary.get("judge"), reference=views.reference_lines(summary),
+        answer_failures=views.answer_failure_lines(summary), judge_failures=views.judge_failure_lines(summary),
         agreement=views.agreement_line(agree) if agree else None, events=events,
         quality=views.quality_cells(summary), paired=views.paired_rows(summary), latency=views.latency_rows(summary),
         break_even=views.break_even_rows(summary), attribution=views.attribution_lines(summary),

@@ -23,8 +23,8 @@ from eval import judge as judge_mod
 from eval.records import NewAnswer
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import finetune_runs, generation, models, rag, serving
-from pipelines.arms import Answer, check_arm_name, finetuned_arms, get_arm, retrieval_arms
+from pipelines import finetune_runs, generation, models, rag, reference, serving
+from pipelines.arms import Answer, check_arm_name, finetuned_arms, get_arm, hosted_arms, retrieval_arms
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
 from pipelines.errors import CorpusError, OllamaUnavailable, RagftError
@@ -50,13 +50,14 @@ def select_questions(corpus: Corpus, limit: int | None, seed: int) -> list[QA]:
 
 
 def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: dict[str, str],
-               judge_endpoint: str | None = None) -> str:
+               judge_endpoint: str | None = None, reference_model: dict[str, str] | None = None) -> str:
     """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
     questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
     index = rag.index_identity(corpus, settings) if retrieval_arms(cfg.arms) else None
     key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
                       **({"index": index} if index else {}),
                       **({"judge_endpoint": judge_endpoint} if judge_endpoint else {}),
+                      **({"reference": reference_model} if reference_model else {}),
                       "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
                       "top_k": settings.top_k, "mode": settings.retrieval_mode, "ft": ft_models}, sort_keys=True)
     return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -68,7 +69,7 @@ def answer_row(arm: str, qa: QA, a: Answer) -> NewAnswer:
     return {"arm": arm, "qid": qa.id, "question": qa.question, "model": a.model, "text": a.text,
             "passages": [asdict(p) for p in a.passages], "retrieval_ms": a.retrieval_ms, "ttft_ms": g.ttft_ms,
             "total_ms": g.total_ms + a.retrieval_ms, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
-            "eval_ms": g.eval_ms, "tokens_per_s": g.tokens_per_s}
+            "eval_ms": g.eval_ms, "tokens_per_s": g.tokens_per_s, "error": a.error}
 
 
 def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
@@ -80,6 +81,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     arms = {name: get_arm(name, settings, server, corpus) for name in cfg.arms}  # a missing ft model fails here
     ft_models = {n: arms[n].model for n in finetuned_arms(arms)}
+    ref = reference.resolve(settings) if hosted_arms(arms) else None  # prices and key checked before any answer
     judge_spec = None
     if cfg.judge:
         generators = {models.served_name(models.get_spec(settings.model, settings), settings), *ft_models.values()}
@@ -89,7 +91,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
         judge_mod.api_key(judge_spec)  # a missing key fails now, not after every answer is in
     # A remote judge's URL is part of the run's identity (its path only, never a key).
     run_id = run_id_for(corpus, cfg, settings, ft_models, None if judge_spec is None or judge_spec.local
-                        else judge_spec.base_url)
+                        else judge_spec.base_url, {"model": ref.model, "endpoint": ref.base_url} if ref else None)
     if started:
         started(run_id)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
@@ -103,7 +105,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
             "decoding": settings.decoding_options(), "top_k": settings.top_k, "retrieval_mode": settings.retrieval_mode,
             "n_questions": len(questions), "probe_items": settings.probe_items,
             "index": rag.index_identity(corpus, settings) if retrieval_arms(cfg.arms) else None,
-            "judge": judge_spec.describe() if judge_spec else None})
+            "judge": judge_spec.describe() if judge_spec else None, "reference": ref.describe() if ref else None})
         total = len(questions) * len(cfg.arms)
         done = sum(len(store.answered(run_id, a)) for a in cfg.arms)
         if resumed and done < total:
@@ -159,6 +161,11 @@ def _answer_arm(name: str, arm: Any, questions: list[QA], concurrency: int, serv
 
     def answer(qa: QA) -> None:
         a = _answer_with_retries(arm, qa, server, settings, store, run_id, name, log)
+        for wait in a.waits:
+            store.add_event(run_id, "rate_limited", f"{name}/{qa.id}: {wait}")
+        if a.error:
+            store.add_event(run_id, "answer_failed", f"{name}/{qa.id}: {a.error}")
+            log(f"warning: {name}/{qa.id} failed: {a.error} (counted; scored as an empty answer)")
         store.save_answer(run_id, answer_row(name, qa, a))
 
     pool = ThreadPoolExecutor(max(1, concurrency))

@@ -27,7 +27,7 @@ from pipelines import corpus as corpora
 from pipelines import files, models, ollama_build, rag, serving
 from pipelines import finetune as ft
 from pipelines import recipes as training_recipes
-from pipelines.arms import ARM_NAMES, Answer, check_arm_name, check_question, get_arm
+from pipelines.arms import LOCAL_ARMS, Answer, check_arm_name, check_question, get_arm
 from pipelines.config import Settings, load_settings
 from pipelines.corpus import Corpus
 from pipelines.errors import CorpusError, RagftError, option
@@ -95,7 +95,7 @@ class FinetuneSpec:
 @dataclass
 class EvalSpec:
     corpus: str
-    arms: list[str] = field(default_factory=lambda: list(ARM_NAMES))
+    arms: list[str] = field(default_factory=lambda: list(LOCAL_ARMS))
     limit: int | None = None  # a seeded sample of this many eval questions
     seed: int = 42
     judge: str | None = None

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS answers (
   run_id TEXT NOT NULL, arm TEXT NOT NULL, qid TEXT NOT NULL, question TEXT NOT NULL, model TEXT NOT NULL,
   text TEXT NOT NULL, passages TEXT NOT NULL, retrieval_ms REAL, ttft_ms REAL, total_ms REAL,
   prompt_tokens INTEGER, output_tokens INTEGER, eval_ms REAL, tokens_per_s REAL, created REAL NOT NULL,
-  PRIMARY KEY (run_id, arm, qid)
+  error TEXT, PRIMARY KEY (run_id, arm, qid)
 );
 CREATE TABLE IF NOT EXISTS events (
   run_id TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL
@@ -44,6 +44,16 @@ CREATE TABLE IF NOT EXISTS probes (
   text TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (run_id, role, pid)
 );
 """
+
+
+ANSWER_COLUMNS = ("run_id", "arm", "qid", "question", "model", "text", "passages", "retrieval_ms", "ttft_ms", "total_ms",
+                  "prompt_tokens", "output_tokens", "eval_ms", "tokens_per_s", "created", "error")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A database written before answers could fail (the reference arms) gets the error column."""
+    if "error" not in {r[1] for r in db.execute("PRAGMA table_info(answers)")}:
+        db.execute("ALTER TABLE answers ADD COLUMN error TEXT")
 
 
 ScoreRow = tuple[str, str, str, float | None, str | None]  # arm, qid, metric, value, error (None when scored)
@@ -63,6 +73,7 @@ class Store:
             if ok != "ok":
                 raise sqlite3.DatabaseError(ok)
             self.db.executescript(SCHEMA)
+            _migrate(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the run database {path} is damaged: {exc}",
                              f"ragft never overwrites it; move it aside (e.g. `mv {path} {path}.broken`) and run again, "
@@ -139,16 +150,22 @@ class Store:
 
     # answers
     def answered(self, run_id: str, arm: str) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT qid FROM answers WHERE run_id=? AND arm=?", (run_id, arm))}
+        """Questions this arm has answered; a failed answer (a reference endpoint's timeout) is asked again."""
+        return {r[0] for r in self.db.execute("SELECT qid FROM answers WHERE run_id=? AND arm=? AND error IS NULL",
+                                              (run_id, arm))}
 
     def save_answer(self, run_id: str, row: NewAnswer) -> bool:
-        """Insert once; a second writer of the same answer is ignored (never answered twice)."""
+        """Insert once; a second writer of the same answer is ignored (never answered twice). A failed
+        answer gives way to a new attempt, and its scores go with it."""
         with self.tx() as db:
+            key = (run_id, row["arm"], row["qid"])
+            if db.execute("DELETE FROM answers WHERE run_id=? AND arm=? AND qid=? AND error IS NOT NULL", key).rowcount:
+                db.execute("DELETE FROM scores WHERE run_id=? AND arm=? AND qid=?", key)
             cur = db.execute(
-                "INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR IGNORE INTO answers ({', '.join(ANSWER_COLUMNS)}) VALUES ({', '.join('?' * len(ANSWER_COLUMNS))})",
                 (run_id, row["arm"], row["qid"], row["question"], row["model"], row["text"], json.dumps(row["passages"]),
                  row["retrieval_ms"], row["ttft_ms"], row["total_ms"], row["prompt_tokens"], row["output_tokens"],
-                 row["eval_ms"], row["tokens_per_s"], time.time()))
+                 row["eval_ms"], row["tokens_per_s"], time.time(), row.get("error")))
             return cur.rowcount == 1
 
     def answers(self, run_id: str) -> list[AnswerRow]:

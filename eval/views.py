@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval import hosted
 from eval.records import AnswerRow, StoredScore, Summary
 from eval.scoring import PRIMARY
 from eval.seeds import spread_lines
@@ -126,3 +127,28 @@ def attribution_lines(summary: Summary) -> list[str]:
     return [f"{a}: {c['correct']} correct, {c['retrieval_miss']} wrong after a retrieval miss, "
             f"{c['generation_error']} wrong although a reference source was retrieved"
             for a, c in summary["error_attribution"].items()]
+
+
+def answer_failure_lines(summary: Summary) -> list[str]:
+    """Answers that failed (a reference endpoint's timeout, 429, 5xx): counted, scored as empty answers."""
+    n = summary["n_questions"]
+    return [f"{arm}: {sum(per.values())} of {n} answers failed ("
+            + ", ".join(f"{k}: {v}" for k, v in per.items()) + "); each is scored as an empty answer"
+            for arm, per in (summary.get("answer_failures") or {}).items()]
+
+
+def reference_lines(summary: Summary) -> list[str]:
+    """The hosted reference: what it was, how it compares with the local pick, what it cost, how it failed."""
+    ref = summary.get("reference")
+    if not ref:
+        return []
+    pr = ref["prices"]
+    lines = [f"endpoint {pr['endpoint']}, model {pr['model']}; prices set by the user: {pr['input_price_per_1m']:g} per "
+             f"1M input tokens, {pr['output_price_per_1m']:g} per 1M output tokens, as of {pr['prices_date']}; local "
+             f"arms priced at {summary['price_per_hour']:g} per machine-hour",
+             hosted.reference_line(ref)]
+    lines += answer_failure_lines(summary)
+    if ref.get("rate_limited"):
+        lines.append(f"{ref['rate_limited']} rate-limited requests (429) were waited out and asked again "
+                     "(each is an event of the run)")
+    return lines

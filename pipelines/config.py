@@ -27,7 +27,7 @@ def default_data_dir() -> Path:
 
 
 # Settings that execute a program, feed a compiler, or point documents and keys at another host.
-IMPLICIT_FORBIDDEN = ("ollama_bin", "ollama_cflags", "ollama_host", "chroma_url", "judge_base_url")
+IMPLICIT_FORBIDDEN = ("ollama_bin", "ollama_cflags", "ollama_host", "chroma_url", "judge_base_url", "reference_base_url")
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     judge_timeout_s: float = 120.0  # per metric and answer
     judge_max_tokens: int = 512
     judge_metrics: str = "all"  # or a comma-separated subset, e.g. "answer_accuracy" (fewer judge calls)
+
+    # Reference arms `api` / `api_rag` (pipelines/reference.py): a hosted model behind any
+    # OpenAI-compatible endpoint, priced per token. Its key comes from the environment only
+    # (RAGFT_REFERENCE_API_KEY); the prices are the user's, stated with their date in every report.
+    reference_base_url: str | None = None
+    reference_model: str | None = None
+    reference_input_price: float | None = Field(default=None, ge=0)  # per 1M prompt tokens
+    reference_output_price: float | None = Field(default=None, ge=0)  # per 1M output tokens
+    reference_prices_date: str | None = None  # when those prices were read off the provider's page
+    reference_timeout_s: float = Field(default=60.0, gt=0)  # per answer
+    reference_retries: int = Field(default=3, ge=0)  # waits after a 429 before the answer counts as failed …
+    reference_max_wait_s: float = Field(default=60.0, ge=0)  # … each at most this long, whatever Retry-After says
 
     # Forgetting probe (eval/forgetting.py): items per kind (general, reading) that base and the
     # fine-tuned model answer in every evaluation with a fine-tuned arm; 0 = off (the report says so).

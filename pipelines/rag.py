@@ -225,6 +225,28 @@ def build_index(corpus: Corpus, settings: Settings, progress: Progress | None = 
     return report
 
 
+def copy_index(source: Corpus, target: Corpus, settings: Settings) -> int:
+    """Seed `target`'s collection with `source`'s chunks and vectors, so that indexing the target
+    afterwards embeds only the documents that differ (what an incremental update costs). Returns the
+    chunks copied; a target that already has chunks is left as it is."""
+    src = _collection(settings, collection_name(source.name, RetrievalConfig.for_corpus(source, settings)), create=False)
+    name = collection_name(target.name, RetrievalConfig.for_corpus(target, settings))
+    dst = _collection(settings, name, create=True)
+    if dst.count():
+        return 0
+    data = src.get(include=["documents", "metadatas", "embeddings"])
+    ids = data["ids"]
+    for start in range(0, len(ids), 500):
+        end = start + 500
+        dst.add(ids=ids[start:end], documents=data["documents"][start:end], metadatas=data["metadatas"][start:end],
+                embeddings=data["embeddings"][start:end])
+    record = index_record(source, settings) or {}
+    files.write_json(_build_path(settings, name), {"build_seconds": 0.0, "chunks": dst.count(),
+                                                   "content_hash": record.get("content_hash")})
+    _bm25.cache_clear()
+    return len(ids)
+
+
 def _build_path(settings: Settings, collection: str) -> Path:
     return settings.chroma_dir / f"{collection}.build.json"
 

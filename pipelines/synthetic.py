@@ -165,3 +165,19 @@ def write_pairs(corpus: Corpus, chunks: list[tuple[str, str]], settings: Setting
             if progress:
                 progress(i + 1, len(chunks))
     return Written(out, teacher, len(chunks), from_cache, failed, dropped, round(time.perf_counter() - started, 1))
+
+
+def copy_cache(source: Corpus, target: Corpus, settings: Settings) -> int:
+    """Give `target` the teacher pairs already written for `source` (keyed by chunk text, so only the
+    chunks that differ are asked again); returns the cache files copied, none over an existing one."""
+    import shutil
+
+    src = settings.data_dir.expanduser() / "synthetic" / models.safe_name(source.name)
+    dst = settings.data_dir.expanduser() / "synthetic" / models.safe_name(target.name)
+    copied = 0
+    for f in sorted(src.glob("*.jsonl")) if src.is_dir() else []:
+        if not (dst / f.name).exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst / f.name)
+            copied += 1
+    return copied

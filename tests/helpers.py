@@ -163,3 +163,62 @@ def answer(arm: str, qid: str, text: str, *, retrieval_ms: float = 1.0, total_ms
                      done_reason="stop")
     question = f"question {qid}"
     return answer_row(arm, QA(qid, question, [], []), Answer(arm, question, text, "m", gen, [], retrieval_ms))
+
+
+class Gateway(BaseHTTPRequestHandler):
+    """A hosted endpoint's front door on loopback, in front of a real Ollama's /v1: it checks a bearer
+    key (401 with the header echoed back otherwise, as some servers do), answers 429 with Retry-After
+    to the first `rate_limit` requests, and holds each request `delay` seconds before forwarding it."""
+
+    upstream = ""  # Ollama's base URL
+    key = "sk-gateway-test-key"
+    rate_limit = 0
+    retry_after = "1"
+    delay = 0.0
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        import urllib.request
+
+        cls = type(self)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        auth = self.headers.get("Authorization")
+        cls.seen.append({"path": self.path, "auth": auth, "at": time.monotonic()})
+        if auth != f"Bearer {cls.key}":
+            return self._send(401, json.dumps({"error": {"message": f"invalid key in {auth}", "type": "auth"}}).encode())
+        if cls.rate_limit > 0:
+            cls.rate_limit -= 1
+            return self._send(429, b'{"error": {"message": "slow down", "type": "rate_limit"}}',
+                              {"Retry-After": cls.retry_after})
+        time.sleep(cls.delay)
+        request = urllib.request.Request(cls.upstream + self.path, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as upstream:
+            self._send(upstream.status, upstream.read(), {"Content-Type": upstream.headers["Content-Type"]})
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def gateway(upstream: str) -> Iterator[tuple[str, type[Gateway]]]:
+    """A Gateway in front of the Ollama at `upstream`: its /v1 URL, and the handler class to configure and read."""
+    handler = type("Handler", (Gateway,), {"seen": [], "upstream": upstream})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    finally:
+        server.shutdown()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from eval import services
 from pipelines import corpus as corpora
-from pipelines.arms import ARM_NAMES, ARMS
+from pipelines.arms import ARMS, LOCAL_ARMS
 from pipelines.errors import RagftError
 from ui import common
 
@@ -70,7 +70,7 @@ if last["reference"]:
 else:
     st.caption("No reference answer known for this question: no scores.")
 columns = st.columns(4)
-for name, col in zip(ARM_NAMES, columns, strict=True):
+for name, col in zip(LOCAL_ARMS, columns, strict=True):
     with col:
         st.subheader(name)
         if name in last["results"]:

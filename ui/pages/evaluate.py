@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from eval import history, services
-from pipelines.arms import ARM_NAMES, Missing, kind
+from pipelines.arms import ARM_NAMES, LOCAL_ARMS, Missing, kind
 from ui import common, jobs
 
 st.title("Evaluate")
@@ -18,7 +18,9 @@ if not c.eval:
     st.stop()
 common.require_server(s)
 
-arms = st.multiselect("Arms", list(ARM_NAMES), default=list(ARM_NAMES), key="eval_arms")
+arms = st.multiselect("Arms", list(ARM_NAMES), default=list(LOCAL_ARMS), key="eval_arms",
+                      help="api and api_rag ask a hosted reference model (closed book / with the rag prompt), "
+                           "priced per token: set RAGFT_REFERENCE_* before starting the app.")
 cols = st.columns(3)
 limit = cols[0].number_input(f"Questions (0 = all {len(c.eval)})", 0, len(c.eval), min(20, len(c.eval)), key="eval_limit",
                              help="A seeded sample of this many eval questions.")
@@ -28,7 +30,8 @@ judge = cols[2].text_input("LLM judge (optional)", key="eval_judge", placeholder
                                 "endpoint): adds the ragas judge metrics.").strip()
 
 # Each arm says what it lacks; arms lacking the same thing share one message.
-FIX = {"finetune": "fine-tune it on the **Fine-tune** page", "index": "build it on the **Corpus** page"}
+FIX = {"finetune": "fine-tune it on the **Fine-tune** page", "index": "build it on the **Corpus** page",
+       "reference": "set them in the environment (the key in RAGFT_REFERENCE_API_KEY) and restart the app"}
 lacking: dict[tuple[str, str], list[str]] = {}
 for r in (kind(a).ready(s, c) for a in arms):
     if isinstance(r, Missing):

@@ -92,6 +92,11 @@ for line in views.forgetting_lines(summary):
     (st.caption if line.startswith("the fine-tune kept") else st.warning)(f"Forgetting probe: {common.md(line)}")
 for line in views.seed_lines(summary):
     (st.warning if "could reverse" in line else st.caption)(f"Training seeds: {common.md(line)}")
+if ref_lines := views.reference_lines(summary):
+    st.markdown("**Hosted reference** — another model on another endpoint, same questions, prompts and decoding, "
+                "priced per token; never recommended in place of a local arm")
+    for line in ref_lines:
+        (st.warning if "failed" in line else st.caption)(common.md(line))
 
 charts = chart_specs(summary, answers)
 st.subheader("Quality per arm (mean with bootstrap 95% CI)")
