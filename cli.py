@@ -452,6 +452,39 @@ def compare_cmd(run_a: Annotated[str, typer.Argument(help="First run id.")],
     console.print(table)
 
 
+@app.command("freshness")
+def freshness_cmd(
+    corpus: Annotated[str, typer.Argument(help="Corpus name or folder (only read: the edits go into a copy).")],
+    facts: Annotated[int, typer.Option(help="Eval facts to change (20 or more for a useful CI).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the facts chosen and their new values.")] = 42,
+    arms: Annotated[str, typer.Option(help="Comma-separated arms to ask (api, api_rag too when configured).")]
+        = "base,rag,ft,ft_rag",
+    retrain: Annotated[bool, typer.Option(help="Also fine-tune on the edited documents and ask the ft arms again.")] = True,
+    recipe: Annotated[str, typer.Option(help="Documents-only recipe of that fine-tune: synthetic, synthetic-raft, docs.")]
+        = "synthetic",
+    teacher: Annotated[str | None, typer.Option(help="Model that writes the synthetic pairs (default: the base model).")]
+        = None,
+    price_per_hour: Annotated[float, typer.Option(help="Price of one machine-hour of compute.")] = 0.10,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Change facts in a copy of the corpus: which arms follow the edit, and what catching up costs."""
+    from eval import services, views
+
+    spec = services.FreshnessSpec(corpus, facts, seed, [a.strip() for a in arms.split(",") if a.strip()], retrain,
+                                  [r.strip() for r in recipe.split(",") if r.strip()], teacher, price_per_hour)
+    result = services.freshness(spec, _settings(model, data_dir), _warn)
+    rows = views.freshness_rows(result)
+    table = Table(title=f"freshness test {result['id']} · {result['n_edits']} facts changed (share [95% CI])")
+    for c in rows[0]:
+        table.add_column(c, overflow="fold")
+    for row in rows:
+        table.add_row(*map(esc, row.values()))
+    console.print(table)
+    for line in views.freshness_lines(result):
+        console.print(f"  {esc(line)}")
+
+
 @corpus_app.command("list")
 def corpus_list(data_dir: DataDirOpt = None) -> None:
     """List bundled and imported corpora."""

@@ -30,7 +30,7 @@ import tomli_w
 from eval.metrics import contains_reference, normalise_answer
 from eval.stats import bootstrap_ci
 from pipelines import corpus as corpora
-from pipelines import files, models, rag, serving, synthetic
+from pipelines import files, finetune_runs, models, rag, serving, synthetic
 from pipelines import finetune as ft
 from pipelines.arms import ARM_NAMES, Arm, Missing, check_arm_name, finetuned_arms, get_arm, kind, ordered
 from pipelines.config import Settings
@@ -119,7 +119,14 @@ def plan_edits(corpus: Corpus, n: int, seed: int, settings: Settings) -> list[Ed
 
 
 def work_dir(corpus: Corpus, n: int, seed: int, settings: Settings) -> Path:
-    key = f"{corpus.name}:{corpus_fingerprint(corpus.root)}:{n}:{seed}"
+    """Same corpus, edits, models and settings → same folder (a resume); another fine-tune or
+    decoding → another test, never answers mixed from two."""
+    tuned = finetune_runs.latest_run(corpus.name, settings)
+    key = json.dumps({"corpus": corpus.name, "files": corpus_fingerprint(corpus.root), "n": n, "seed": seed,
+                      "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
+                      "retrieval": [settings.top_k, settings.retrieval_mode, settings.chunk_size, settings.chunk_overlap],
+                      "ft": tuned["run_id"] if tuned else None,
+                      "reference": [settings.reference_base_url, settings.reference_model]}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return settings.data_dir.expanduser() / "freshness" / f"{models.safe_name(corpus.name)}-fresh-{digest}"
 
@@ -138,7 +145,7 @@ def make_copy(corpus: Corpus, edits: list[Edit], dest: Path, settings: Settings)
         rows = [{"id": e.qid, "question": e.question, "answers": [e.new], "source_ids": by_id[e.qid].source_ids}
                 for e in edits]
         (staging / "qa" / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        meta: dict[str, Any] = {"name": dest.name, "description": f"{corpus.name} with {len(edits)} facts edited "
+        meta: dict[str, Any] = {"name": dest.parent.name, "description": f"{corpus.name} with {len(edits)} facts edited "
                                 f"(ragft freshness test)", "source": f"edited copy of {corpus.name}: {corpus.source}",
                                 "license": corpus.license}
         if corpus.retrieval:
@@ -219,13 +226,13 @@ def _ask_all(names: list[str], stage: str, edits: list[Edit], path: Path, make: 
         if not todo:
             continue
         arm = make(name)
-        for i, e in enumerate(todo, 1):
+        for e in todo:
             a = arm.answer(e.question)
             row = {"arm": name, "stage": stage, "qid": e.qid, "model": a.model, "text": a.text, "error": a.error,
                    "total_ms": a.generation.total_ms + a.retrieval_ms}
             with path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-            log(f"{name} ({stage}): {i}/{len(todo)}")
+        log(f"{name} ({stage}, {arm.model}): answered {len(todo)} changed questions")
 
 
 def _retrain(original: Corpus, copy: Corpus, settings: Settings, server: serving.Server, recipes: list[str],

@@ -132,6 +132,7 @@ class Summary(TypedDict):
     injection: dict[str, Any]
     answer_failures: dict[str, dict[str, int]]  # arm → kind of failure → answers (scored as empty answers)
     reference: dict[str, Any] | None  # the hosted reference against the local pick (eval/hosted.py)
+    freshness: dict[str, Any] | None  # the corpus's latest freshness test (eval/freshness.py), added by eval.services
     latency: dict[str, Latency]
     costs: dict[str, dict[str, Any]]  # arm → eval.costs.ArmCost as a dict
     price_per_hour: float

@@ -77,7 +77,7 @@ def summarise(store: Store, run_id: str, price_per_hour: float = 0.10, needs: Ne
         "config": run["config"], "metrics": metrics, "paired": paired, "judge": run["config"].get("judge"),
         "judge_failures": _judge_failures(scores), "judge_agreement": _judge_agreement(by, arms, qids, run["info"] or {}),
         "events": events, "injection": injection.scan(answers),
-        "answer_failures": hosted.answer_failures(answers), "reference": reference,
+        "answer_failures": hosted.answer_failures(answers), "reference": reference, "freshness": None,
         "latency": {a: {"p50_ms": c.latency_p50_ms, "p95_ms": c.latency_p95_ms, "ttft_p50_ms": c.ttft_p50_ms,
                         "tokens_per_s": c.tokens_per_s,
                         "answers_per_min": 60 / c.seconds_per_answer if c.seconds_per_answer else None}
@@ -343,7 +343,8 @@ def render_html(summary: Summary, answers: list[AnswerRow], scores: list[StoredS
         decoding=json.dumps(summary["config"].get("decoding")), index_line=views.index_line(summary),
         split_rows=views.fact_split_rows(summary), forgetting=views.forgetting_lines(summary),
         seeds=views.seed_lines(summary), judge=summary.get("judge"), reference=views.reference_lines(summary),
-        answer_failures=views.answer_failure_lines(summary), judge_failures=views.judge_failure_lines(summary),
+        answer_failures=views.answer_failure_lines(summary), freshness_rows=views.freshness_rows(summary.get("freshness")),
+        freshness=views.freshness_lines(summary.get("freshness")), judge_failures=views.judge_failure_lines(summary),
         agreement=views.agreement_line(agree) if agree else None, events=events,
         quality=views.quality_cells(summary), paired=views.paired_rows(summary), latency=views.latency_rows(summary),
         break_even=views.break_even_rows(summary), attribution=views.attribution_lines(summary),

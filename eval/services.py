@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from eval import freshness as freshness_mod
 from eval.history import one_off_seconds
 from eval.metrics import answer_scores
 from eval.recommend import Needs
@@ -207,6 +208,7 @@ def evaluate(spec: EvalSpec, settings: Settings, log: Log = print,
         cfg = EvalConfig(list(spec.arms), spec.limit, spec.seed, spec.concurrency, spec.judge)
         run_id = run_eval(loaded, cfg, settings, store, progress, log=log, rerun=spec.rerun, started=started)
         summary = summarise(store, run_id, spec.price_per_hour, spec.needs(), one_off_seconds(loaded, settings))
+        summary["freshness"] = freshness_mod.latest(loaded.name, settings)
         return Evaluation(run_id, summary, write_outputs(store, run_id, summary, report_dir(spec, settings)))
     finally:
         store.close()
@@ -219,7 +221,9 @@ def summary(run_id: str, settings: Settings, store: Store, price_per_hour: float
         one_off = one_off_seconds(corpora.load(store.run(run_id)["corpus"], settings), settings)
     except RagftError:
         one_off = {}
-    return summarise(store, run_id, price_per_hour, needs, one_off)
+    summarised = summarise(store, run_id, price_per_hour, needs, one_off)
+    summarised["freshness"] = freshness_mod.latest(summarised["corpus"], settings)
+    return summarised
 
 
 def report(run_id: str, settings: Settings, out: Path, price_per_hour: float = 0.10, needs: Needs | None = None
@@ -233,10 +237,37 @@ def report(run_id: str, settings: Settings, out: Path, price_per_hour: float = 0
         store.close()
 
 
+@dataclass
+class FreshnessSpec:
+    corpus: str
+    facts: int = 20  # eval facts to edit
+    seed: int = 42
+    arms: list[str] = field(default_factory=lambda: list(LOCAL_ARMS))
+    retrain: bool = True  # also fine-tune on the edited documents and ask the ft arms again
+    recipes: list[str] | None = None  # documents-only recipe of that fine-tune (None: synthetic)
+    teacher: str | None = None  # writes its pairs (None: the settings' teacher_model)
+    price_per_hour: float = 0.10
+
+
+def freshness(spec: FreshnessSpec, settings: Settings, log: Log = print, started: Produced | None = None) -> dict[str, Any]:
+    """Edit facts in a copy of the corpus, ask every arm, measure the catch-up (eval/freshness.py)."""
+    if spec.facts < 1:
+        raise RagftError(f"{option('facts')} {spec.facts} edits nothing", "edit at least 1 fact (20 or more for a CI)")
+    if spec.teacher:
+        settings = settings.model_copy(update={"teacher_model": spec.teacher})
+    recipes = spec.recipes or ["synthetic"]
+    training_recipes.parse_recipes(",".join(recipes))
+    if any(r in ("qa", "raft") for r in recipes):
+        raise RagftError(f"recipe {','.join(recipes)} trains on the corpus's questions, which a changed document "
+                         "does not change", "use a documents-only recipe: synthetic, synthetic-raft or docs")
+    return freshness_mod.run_freshness(corpora.load(spec.corpus, settings), settings, spec.facts, spec.seed,
+                                       list(spec.arms), spec.retrain, recipes, None, spec.price_per_hour, log, started)
+
+
 # ---------------------------------------------------------------- background jobs
 
 SPECS: dict[str, type] = {"setup": SetupSpec, "serve": ServeSpec, "index": IndexSpec, "finetune": FinetuneSpec,
-                          "evaluate": EvalSpec}
+                          "evaluate": EvalSpec, "freshness": FreshnessSpec}
 
 
 def spec_from(kind: str, data: dict[str, Any]) -> Any:
@@ -271,6 +302,9 @@ def run(kind: str, spec: Any, settings: Settings, log: Log = print, produced: Pr
         result = evaluate(spec, settings, log, started=produced)
         log(f"done: run {result.run_id}; recommendation {result.summary['recommendation']['choice']}; "
             f"report {result.outputs['report.html']}")
+    elif kind == "freshness":
+        fresh = freshness(spec, settings, log, started=produced)
+        log(f"done: freshness test {fresh['id']} ({fresh['n_edits']} facts edited)")
 
 
 def main(argv: list[str]) -> int:

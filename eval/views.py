@@ -152,3 +152,42 @@ def reference_lines(summary: Summary) -> list[str]:
         lines.append(f"{ref['rate_limited']} rate-limited requests (429) were waited out and asked again "
                      "(each is an event of the run)")
     return lines
+
+
+def freshness_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The freshness table: per arm (as is, and after a fine-tune on the edited documents) the share
+    giving the new value, the old one, neither, and what catching up cost."""
+    if not result:
+        return []
+    rows = []
+    for r in result["arms"]:
+        c = r["catch_up"]
+        rows.append({"arm": r["arm"] if r["stage"] == "as is" else f"{r['arm']} (retrained)",
+                     "follows the edit": fmt_estimate(r["follows"], 2), "still the old value": fmt_estimate(r["still_old"], 2),
+                     "neither": f"{r['neither']} of {r['n']}" + (f" ({r['failed']} failed)" if r["failed"] else ""),
+                     "catch-up": c["what"] if c else "none possible (answers from its weights)" if r["arm"] in ("base", "api")
+                     else "none yet (still the old fine-tune)",
+                     "catch-up cost": f"{c['cost']:.4f} ({c['seconds']:.0f} s)" if c else "–"})
+    return rows
+
+
+def freshness_lines(result: dict[str, Any] | None) -> list[str]:
+    """What the freshness test measured, in words."""
+    if not result:
+        return []
+    ix, tuned = result.get("index"), result.get("finetune")
+    lines = [f"{result['n_edits']} facts of corpus '{result['corpus']}' edited in a copy (numbers swapped for others of "
+             f"the same length, names for invented ones; seed {result['seed']}); the changed questions asked of every arm; "
+             + ("the original corpus verified unchanged" if result.get("original_unchanged") else
+                "warning: the original corpus changed during the test")]
+    if ix:
+        lines.append(f"re-index: {len(ix['changed_docs'])} edited documents, {ix['chunks_embedded']} chunks embedded "
+                     f"again in {ix['seconds']:.1f} s (the other {ix['chunks_copied'] - ix['chunks_embedded']} kept)")
+    if tuned:
+        lines.append(f"fine-tune on the edited documents ({'+'.join(tuned['recipes'])}, teacher {tuned['teacher']}, "
+                     f"{tuned['examples']} examples): {tuned['wall_s'] / 60:.1f} min from the first teacher call to the "
+                     f"served model ({tuned['training_s']:.0f} s training), {tuned['wall_s'] * result['price_per_hour'] / 3600:.4f} "
+                     f"at {result['price_per_hour']:g} per machine-hour")
+    else:
+        lines.append("no fine-tune on the edited documents in this test (the ft arms answer from the old fine-tune)")
+    return lines
