@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from eval import freshness
 from eval.metrics import answer_scores
 from eval.store import Store
 from pipelines import corpus as corpora
-from pipelines import finetune_runs, rag, serving
+from pipelines import files, finetune_runs, rag, serving
 from pipelines.config import Settings
 from tests.conftest import SHARED_CACHE
 from tests.helpers import answer, encrypted_pdf
@@ -212,6 +213,22 @@ def test_report_and_history_pages_on_stored_runs(settings: Settings) -> None:
     changes = at.dataframe[1].value
     row = changes[(changes["metric"] == "contains") & (changes["arm"] == "base")].iloc[0]
     assert (row["A"], row["B"]) == pytest.approx((1 / 3, 0.0))
+
+
+def test_report_page_shows_the_corpus_freshness_test(settings: Settings) -> None:
+    _fake_runs(settings)
+    at = _page("report").run()
+    assert not at.exception and "No freshness test of corpus kelmouth yet" in _texts(at)
+    plan = {"corpus": "kelmouth", "seed": 0, "edits": [{"qid": "q1", "old": "Ida Brandt", "new": "Ida Vorkel"}]}
+    result = freshness.summarise(plan, [{"arm": "rag", "stage": "as is", "qid": "q1", "text": "Ida Vorkel"}],
+                                 {"seconds": 1.5, "changed_docs": ["harbour"], "chunks_embedded": 1, "chunks_copied": 3},
+                                 None, 0.1)
+    files.write_json(settings.data_dir / "freshness" / "kelmouth-fresh-1" / "result.json",
+                     {**result, "id": "kelmouth-fresh-1", "finished": 1.0, "original_unchanged": True})
+    at = _page("report").run()
+    assert not at.exception and "the original corpus verified unchanged" in _texts(at)
+    table = next(d.value for d in at.dataframe if "follows the edit" in d.value.columns)
+    assert table.iloc[0]["follows the edit"] == "1.00 [1.00, 1.00]" and "re-index 1 documents" in table.iloc[0]["catch-up"]
 
 
 # ------------------------------------------------------------------ with a real Ollama

@@ -8,12 +8,13 @@ from typing import Any
 
 import streamlit as st
 
-from eval import services, views
+from eval import freshness, services, views
 from eval.recommend import Needs
 from eval.report import chart_specs, write_outputs
 from eval.store import Store
+from pipelines.arms import LOCAL_ARMS
 from pipelines.config import Settings
-from ui import common
+from ui import common, jobs
 
 st.title("Report")
 s = common.settings()
@@ -132,6 +133,26 @@ if injected.get("passages"):
             + "; ".join(f"“{common.md(x)}”" for x in injected["examples"]) + ". Answers are text only: nothing in them is run.")
     for f in injected.get("answers_quoting", []):
         st.warning(common.md(f"{f['arm']} / {f['qid']} repeats a planted instruction: “{f['quoted']}”"))
+
+st.subheader("Freshness: when a fact changes")
+fresh = freshness.latest(summary["corpus"], s)
+if fresh:
+    for line in views.freshness_lines(fresh):
+        st.caption(common.md(line))
+    st.dataframe(views.freshness_rows(fresh), hide_index=True, width="stretch")
+else:
+    st.caption(f"No freshness test of corpus {common.md(summary['corpus'])} yet: it changes facts in a copy of the "
+               "corpus (never in the corpus itself), re-indexes, asks every arm and measures what catching up costs.")
+cols = st.columns(3)
+n_facts = cols[0].number_input("facts to change", 1, 500, 20, key="fresh_facts")
+retrain = cols[1].checkbox("also fine-tune on the edited documents", value=False, key="fresh_retrain",
+                           help="Measures the fine-tune's catch-up cost (documents-only synthetic recipe: minutes).")
+fresh_job = jobs.latest(s, "freshness", subject=summary["corpus"])
+if cols[2].button("Run the freshness test", key="fresh_start", disabled=bool(fresh_job and fresh_job.running)):
+    common.start_job(s, "freshness", services.FreshnessSpec(
+        summary["corpus"], int(n_facts), arms=[a for a in arms if a in LOCAL_ARMS or a == "api_rag"],
+        retrain=retrain, price_per_hour=float(price)))
+common.job_panel(s, fresh_job, "fresh")
 
 st.subheader("Every question")
 st.dataframe(views.question_rows(arms, answers, scores), hide_index=True, width="stretch")
