@@ -195,7 +195,7 @@ def run_freshness(corpus: Corpus, settings: Settings, n: int = 20, seed: int = 4
     answers_path = wd / "answers.jsonl"
     _ask_all(names, AS_IS, edits, answers_path, lambda a: get_arm(a, settings, server, copy, finetuned_on=corpus), log)
     tuned = files.read_json(wd / "finetune.json")
-    if retrain and tuned is None:
+    if retrain and tuned is None and finetuned_arms(names):
         tuned = _retrain(corpus, copy, settings, server, recipes or ["synthetic"], params, log)
         files.write_json(wd / "finetune.json", tuned)
     if tuned is not None:

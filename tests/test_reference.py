@@ -69,6 +69,26 @@ def test_hosted_cost_is_priced_per_reported_token() -> None:
     assert hosted.answer_failures(rows) == {"api": {"timed out after 9 s": 1}}  # type: ignore[arg-type]
 
 
+def test_a_database_from_before_failed_answers_gets_the_error_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from eval import store as store_mod
+    from tests.helpers import answer
+
+    old = tmp_path / "runs.sqlite"
+    db = sqlite3.connect(old)
+    db.executescript(store_mod.SCHEMA.replace("  error TEXT, PRIMARY KEY (run_id, arm, qid)", "  PRIMARY KEY (run_id, arm, qid)"))
+    db.close()
+    store = Store(old)
+    store.ensure_run("r", "c", ["api"], {})
+    failed = {**answer("api", "q1", ""), "error": "timed out after 1 s"}
+    assert store.save_answer("r", failed) and store.answered("r", "api") == set()  # asked again on resume
+    store.save_scores("r", [("api", "q1", "contains", 0.0, None)])
+    assert store.save_answer("r", answer("api", "q1", "Ida Brandt"))  # the new attempt replaces the failure …
+    assert store.answered("r", "api") == {"q1"} and store.scores("r") == []  # … and its scores go with it
+    assert not store.save_answer("r", answer("api", "q1", "again"))  # an answer that arrived is never replaced
+
+
 @pytest.fixture(scope="module")
 def reference_model(live_settings: Settings, ollama_server: serving.Server) -> str:
     """Another model on the session's Ollama: the hosted model's stand-in."""
