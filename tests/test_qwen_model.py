@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import finetune as ft
 from pipelines import models, rag, serving
-from pipelines.arms import ARM_NAMES, get_arm
+from pipelines.arms import LOCAL_ARMS, get_arm
 from pipelines.config import Settings
 from pipelines.train import LoraParams
 from tests.test_finetune import _corpus_with_train
@@ -35,7 +35,7 @@ def test_qwen_prepares_fine_tunes_serves_and_answers_all_four_arms(
     assert record["status"] == "served" and record["training"]["steps"] == 2
     assert record["ollama_model"].startswith(f"ragft-{QWEN}-") and record["ollama_model"].endswith(s.quantization)
     question = "Who is the harbour master of Kelmouth?"
-    answers = {arm: get_arm(arm, s, ollama_server, c).answer(question) for arm in ARM_NAMES}
+    answers = {arm: get_arm(arm, s, ollama_server, c).answer(question) for arm in LOCAL_ARMS}
     for arm, a in answers.items():
         assert a.text.strip() and not models.looks_degenerate(a.text), (arm, a.text)
         assert a.generation.output_tokens > 0
