@@ -152,6 +152,8 @@ class ReferenceClient:
                 return self._failed(started, f"connection failed: {self._text(exc)}", waits)
             except openai.APIStatusError as exc:
                 return self._failed(started, f"HTTP {exc.status_code}: {self._text(exc)}", waits)
+            except openai.APIError as exc:  # e.g. an error event in the middle of the stream
+                return self._failed(started, f"endpoint error: {self._text(exc)}", waits)
 
     def _stream(self, prompt: str, system: str, on_token: Callable[[str], None] | None) -> tuple[Generation, bool]:
         s = self.settings
