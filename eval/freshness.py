@@ -118,11 +118,11 @@ def plan_edits(corpus: Corpus, n: int, seed: int, settings: Settings) -> list[Ed
     return edits
 
 
-def work_dir(corpus: Corpus, n: int, seed: int, settings: Settings) -> Path:
+def work_dir(corpus: Corpus, n: int, seed: int, settings: Settings, fingerprint: str | None = None) -> Path:
     """Same corpus, edits, models and settings → same folder (a resume); another fine-tune or
     decoding → another test, never answers mixed from two."""
     tuned = finetune_runs.latest_run(corpus.name, settings)
-    key = json.dumps({"corpus": corpus.name, "files": corpus_fingerprint(corpus.root), "n": n, "seed": seed,
+    key = json.dumps({"corpus": corpus.name, "files": fingerprint or corpus_fingerprint(corpus.root), "n": n, "seed": seed,
                       "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
                       "retrieval": [settings.top_k, settings.retrieval_mode, settings.chunk_size, settings.chunk_overlap],
                       "ft": tuned["run_id"] if tuned else None,
@@ -169,7 +169,7 @@ def run_freshness(corpus: Corpus, settings: Settings, n: int = 20, seed: int = 4
             raise CorpusError(f"arm {name} needs {r.what}", f"run `ragft {r.step} {corpus.name}` first, or leave {name} out "
                               f"of {option('arms')}" if r.step != "reference" else "set the RAGFT_REFERENCE_* settings")
     fingerprint = corpus_fingerprint(corpus.root)
-    wd = work_dir(corpus, n, seed, settings)
+    wd = work_dir(corpus, n, seed, settings, fingerprint)
     wd.mkdir(parents=True, exist_ok=True)
     if started:
         started(wd.name)

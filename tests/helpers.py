@@ -104,7 +104,38 @@ def encrypted_pdf() -> bytes:
     return buf.getvalue()
 
 
-class JudgeEndpoint(BaseHTTPRequestHandler):
+class _JsonHandler(BaseHTTPRequestHandler):
+    """A loopback test endpoint: JSON replies, quiet, and a client that gave up is not an error."""
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout tests)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _serving(handler_cls: type[_JsonHandler], **attrs: object) -> Iterator[tuple[str, type[_JsonHandler]]]:
+    """A fresh subclass of `handler_cls` (its own `seen` list) served on 127.0.0.1: its /v1 URL and the class."""
+    handler = type("Handler", (handler_cls,), {"seen": [], **attrs})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    finally:
+        server.shutdown()
+
+
+class JudgeEndpoint(_JsonHandler):
     """An OpenAI-compatible chat endpoint that answers with `reply` after `delay` seconds."""
 
     reply = "not json {"
@@ -117,42 +148,20 @@ class JudgeEndpoint(BaseHTTPRequestHandler):
         type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         time.sleep(self.delay)
         if self.status != 200:
-            error = json.dumps({"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}",
-                                          "type": "invalid_request_error"}}).encode()
-            self.send_response(self.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(error)))
-            self.end_headers()
-            self.wfile.write(error)
-            return
-        payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                              "choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": self.reply}}],
-                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            return self._send(self.status, json.dumps({"error": {
+                "message": f"invalid credentials: {self.headers.get('Authorization')}",
+                "type": "invalid_request_error"}}).encode())
+        self._send(200, json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                    "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": self.reply}}],
+                                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode())
 
 
 @contextmanager
 def fake_judge_endpoint() -> Iterator[tuple[str, type[JudgeEndpoint]]]:
     """A local OpenAI-compatible endpoint (URL, handler class: set `reply`/`delay`, read `seen`)."""
-    handler = type("Handler", (JudgeEndpoint,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    finally:
-        server.shutdown()
+    with _serving(JudgeEndpoint) as (url, handler):
+        yield url, handler
 
 
 def answer(arm: str, qid: str, text: str, *, retrieval_ms: float = 1.0, total_ms: float = 100.0, ttft_ms: float = 10.0,
@@ -165,7 +174,7 @@ def answer(arm: str, qid: str, text: str, *, retrieval_ms: float = 1.0, total_ms
     return answer_row(arm, QA(qid, question, [], []), Answer(arm, question, text, "m", gen, [], retrieval_ms))
 
 
-class Gateway(BaseHTTPRequestHandler):
+class Gateway(_JsonHandler):
     """A hosted endpoint's front door on loopback, in front of a real Ollama's /v1: it checks a bearer
     key (401 with the header echoed back otherwise, as some servers do), answers 429 with Retry-After
     to the first `rate_limit` requests, and holds each request `delay` seconds before forwarding it."""
@@ -196,29 +205,9 @@ class Gateway(BaseHTTPRequestHandler):
         with urllib.request.urlopen(request, timeout=300) as upstream:
             self._send(upstream.status, upstream.read(), {"Content-Type": upstream.headers["Content-Type"]})
 
-    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @contextmanager
 def gateway(upstream: str) -> Iterator[tuple[str, type[Gateway]]]:
     """A Gateway in front of the Ollama at `upstream`: its /v1 URL, and the handler class to configure and read."""
-    handler = type("Handler", (Gateway,), {"seen": [], "upstream": upstream})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    finally:
-        server.shutdown()
+    with _serving(Gateway, upstream=upstream) as (url, handler):
+        yield url, handler
