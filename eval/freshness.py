@@ -14,18 +14,20 @@ they arrive, result.json); the same command again resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+from filelock import FileLock, Timeout
 
 from eval.metrics import contains_reference, normalise_answer
 from eval.stats import bootstrap_ci
@@ -37,7 +39,7 @@ from pipelines.config import Settings
 from pipelines.corpus import Corpus
 from pipelines.errors import CorpusError, option
 from pipelines.recipes import recipe_defaults
-from pipelines.train import LoraParams
+from pipelines.train import LoraParams, TrainingError
 
 EDITABLE = (".md", ".txt", ".rst")  # plain text: a value is replaced where the document states it
 SYLLABLES = ("vor", "kel", "dra", "min", "tas", "bru", "lon", "zet", "quar", "hel", "mot", "ris", "fen", "gal")
@@ -171,41 +173,42 @@ def run_freshness(corpus: Corpus, settings: Settings, n: int = 20, seed: int = 4
     fingerprint = corpus_fingerprint(corpus.root)
     wd = work_dir(corpus, n, seed, settings, fingerprint)
     wd.mkdir(parents=True, exist_ok=True)
-    if started:
-        started(wd.name)
-    plan = files.read_json(wd / "plan.json")
-    if plan is None:
-        plan = {"corpus": corpus.name, "n": n, "seed": seed, "fingerprint": fingerprint,
-                "edits": [asdict(e) for e in plan_edits(corpus, n, seed, settings)]}
-        files.write_json(wd / "plan.json", plan)
-    edits = [Edit(**e) for e in plan["edits"]]
-    log(f"{len(edits)} facts edited in a copy at {wd / 'corpus'} (the original is only read)")
-    copy = make_copy(corpus, edits, wd / "corpus", settings)
-    index = files.read_json(wd / "index.json")
-    if index is None and any(kind(a).uses_retrieval for a in names):
-        copied = rag.copy_index(corpus, copy, settings)
-        report = rag.build_index(copy, settings)
-        index = {"chunks_copied": copied, "changed_docs": report.changed, "chunks_embedded": report.chunks_embedded,
-                 "seconds": report.seconds}
-        files.write_json(wd / "index.json", index)
-        log(f"re-indexed: {len(report.changed)} changed documents, {report.chunks_embedded} chunks embedded in "
-            f"{report.seconds:.1f} s")
-    server = serving.ensure_server(settings, log)
-    models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
-    answers_path = wd / "answers.jsonl"
-    _ask_all(names, AS_IS, edits, answers_path, lambda a: get_arm(a, settings, server, copy, finetuned_on=corpus), log)
-    tuned = files.read_json(wd / "finetune.json")
-    if retrain and tuned is None and finetuned_arms(names):
-        tuned = _retrain(corpus, copy, settings, server, recipes or ["synthetic"], params, log)
-        files.write_json(wd / "finetune.json", tuned)
-    if tuned is not None:
-        _ask_all(finetuned_arms(names), RETRAINED, edits, answers_path,
-                 lambda a: get_arm(a, settings, server, copy), log)
-    result = summarise(plan, _read(answers_path), index, tuned, price_per_hour)
-    result["original_unchanged"] = corpus_fingerprint(corpus.root) == fingerprint
-    result["id"], result["finished"] = wd.name, time.time()
-    files.write_json(wd / "result.json", result)
-    return result
+    with _exclusive(wd, corpus):
+        if started:
+            started(wd.name)
+        plan = files.read_json(wd / "plan.json")
+        if plan is None:
+            plan = {"corpus": corpus.name, "n": n, "seed": seed, "fingerprint": fingerprint,
+                    "edits": [asdict(e) for e in plan_edits(corpus, n, seed, settings)]}
+            files.write_json(wd / "plan.json", plan)
+        edits = [Edit(**e) for e in plan["edits"]]
+        log(f"{len(edits)} facts edited in a copy at {wd / 'corpus'} (the original is only read)")
+        copy = make_copy(corpus, edits, wd / "corpus", settings)
+        index = files.read_json(wd / "index.json")
+        if index is None and any(kind(a).uses_retrieval for a in names):
+            copied = rag.copy_index(corpus, copy, settings)
+            report = rag.build_index(copy, settings)
+            index = {"chunks_copied": copied, "changed_docs": report.changed, "chunks_embedded": report.chunks_embedded,
+                     "seconds": report.seconds}
+            files.write_json(wd / "index.json", index)
+            log(f"re-indexed: {len(report.changed)} changed documents, {report.chunks_embedded} chunks embedded in "
+                f"{report.seconds:.1f} s")
+        server = serving.ensure_server(settings, log)
+        models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
+        answers_path = wd / "answers.jsonl"
+        _ask_all(names, AS_IS, edits, answers_path, lambda a: get_arm(a, settings, server, copy, finetuned_on=corpus), log)
+        tuned = files.read_json(wd / "finetune.json")
+        if retrain and tuned is None and finetuned_arms(names):
+            tuned = _retrain(corpus, copy, settings, server, recipes or ["synthetic"], params, log, wd / "retrain.json")
+            files.write_json(wd / "finetune.json", tuned)
+        if tuned is not None:
+            _ask_all(finetuned_arms(names), RETRAINED, edits, answers_path,
+                     lambda a: get_arm(a, settings, server, copy), log)
+        result = summarise(plan, _read(answers_path), index, tuned, price_per_hour)
+        result["original_unchanged"] = corpus_fingerprint(corpus.root) == fingerprint
+        result["id"], result["finished"] = wd.name, time.time()
+        files.write_json(wd / "result.json", result)
+        return result
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -235,19 +238,53 @@ def _ask_all(names: list[str], stage: str, edits: list[Edit], path: Path, make: 
         log(f"{name} ({stage}, {arm.model}): answered {len(todo)} changed questions")
 
 
+@contextlib.contextmanager
+def _exclusive(wd: Path, corpus: Corpus) -> Iterator[None]:
+    """One process at a time per freshness folder: two would append the same answers twice."""
+    lock = FileLock(wd / ".lock", blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CorpusError(f"this freshness test of corpus '{corpus.name}' ({wd.name}) is running in another process",
+                          "wait for it to finish: the same command then shows its result without asking again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _retrain(original: Corpus, copy: Corpus, settings: Settings, server: serving.Server, recipes: list[str],
-             params: LoraParams | None, log: Log) -> dict[str, Any]:
+             params: LoraParams | None, log: Log, begun_path: Path) -> dict[str, Any]:
     """Fine-tune the base model on the edited documents (documents only), timed from the first teacher
-    call to the served model. The teacher's pairs for unchanged chunks come from the original's cache."""
+    call to the served model. The teacher's pairs for unchanged chunks come from the original's cache.
+
+    The run id is recorded the moment the fine-tune starts (`begun_path`): a killed retrain is
+    continued from its last checkpoint by the same command, and one that was served before the kill
+    is used as it is."""
     synthetic.copy_cache(original, copy, settings)
     d = recipe_defaults(recipes)
     chosen = params or LoraParams(epochs=d["epochs"], batch_size=d["batch_size"], max_length=d["max_length"])
+    begun = (files.read_json(begun_path) or {}).get("run_id")
+    if begun and not (finetune_runs.runs_dir(settings) / begun / "run.json").is_file():
+        begun = None  # its folder was removed: start afresh
     t0 = time.perf_counter()
-    record = ft.finetune(copy, settings, server, recipes, chosen, log=log)
+    if begun and finetune_runs.load_run(finetune_runs.runs_dir(settings) / begun).get("status") == "served":
+        record = finetune_runs.load_run(finetune_runs.runs_dir(settings) / begun)
+    else:
+        if begun:
+            log(f"continuing the interrupted retrain {begun} from its last checkpoint")
+        record = ft.finetune(copy, settings, server, recipes, chosen, log=log, resume_run=begun,
+                             started=lambda run_id: files.write_json(begun_path, {"run_id": run_id}))
+    if record.get("status") != "served":
+        raise TrainingError(f"the retrain {record['run_id']} stopped before it was served (status {record.get('status')})",
+                            "run the same command again: it continues from the last checkpoint")
     wall = time.perf_counter() - t0
-    return {"run_id": record["run_id"], "recipes": recipes, "model": record.get("ollama_model"), "wall_s": wall,
+    if begun:  # the time before the interruption is known only for training and export
+        wall = max(wall, record["training"]["wall_s"] + record.get("export_s", 0.0))
+    return {"run_id": record["run_id"], "recipes": record["recipes"], "model": record.get("ollama_model"), "wall_s": wall,
             "training_s": record["training"]["wall_s"], "export_s": record.get("export_s", 0.0),
-            "examples": record.get("n_examples"), "teacher": settings.teacher_model or settings.model}
+            "examples": record.get("n_examples"), "teacher": settings.teacher_model or settings.model,
+            "resumed": bool(begun)}
 
 
 def summarise(plan: dict[str, Any], rows: list[dict[str, Any]], index: dict[str, Any] | None,

@@ -187,7 +187,9 @@ def freshness_lines(result: dict[str, Any] | None) -> list[str]:
         lines.append(f"fine-tune on the edited documents ({'+'.join(tuned['recipes'])}, teacher {tuned['teacher']}, "
                      f"{tuned['examples']} examples): {tuned['wall_s'] / 60:.1f} min from the first teacher call to the "
                      f"served model ({tuned['training_s']:.0f} s training), {tuned['wall_s'] * result['price_per_hour'] / 3600:.4f} "
-                     f"at {result['price_per_hour']:g} per machine-hour")
+                     f"at {result['price_per_hour']:g} per machine-hour"
+                     + (" — at least: it was interrupted and continued, and the time before the interruption counts "
+                        "only its training" if tuned.get("resumed") else ""))
     else:
         lines.append("no fine-tune on the edited documents in this test (the ft arms answer from the old fine-tune)")
     return lines

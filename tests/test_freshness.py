@@ -8,12 +8,14 @@ import random
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from eval import freshness, views
 from eval.metrics import normalise_answer
 from pipelines import corpus as corpora
 from pipelines import finetune_runs, rag
 from pipelines.config import Settings
+from pipelines.errors import CorpusError
 from pipelines.train import LoraParams
 
 
@@ -39,6 +41,39 @@ def test_the_copy_states_the_new_values_and_the_corpus_is_untouched(settings: Se
         assert e.new in docs[e.doc_id] and e.old not in docs[e.doc_id]
     untouched = set(c.doc_paths) - {e.doc_id for e in edits}
     assert untouched and all(copy.doc_paths[d].read_bytes() == c.doc_paths[d].read_bytes() for d in untouched)
+
+
+def test_a_second_process_on_the_same_test_is_refused_before_it_asks_anything(settings: Settings) -> None:
+    c = corpora.load("port-vellmar", settings)
+    wd = freshness.work_dir(c, 3, 2, settings)
+    wd.mkdir(parents=True)
+    with FileLock(wd / ".lock"), pytest.raises(CorpusError, match="running in another process") as err:
+        freshness.run_freshness(c, settings, n=3, seed=2, arms=["base"], retrain=False)
+    assert "same command" in err.value.fix and not (wd / "plan.json").exists()
+
+
+def test_an_interrupted_retrain_is_continued_not_started_again(settings: Settings, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = finetune_runs.runs_dir(settings) / "20261204T101010-fresh-x-smollm2-135m"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "status": "interrupted", "recipes": ["docs"]}))
+    begun = tmp_path / "retrain.json"
+    begun.write_text(json.dumps({"run_id": run_dir.name}))
+    calls: list[dict] = []
+
+    def finetune(*args: object, **kw: object) -> dict:
+        calls.append(kw)
+        return {"run_id": run_dir.name, "status": "served", "recipes": ["docs"], "ollama_model": "m",
+                "training": {"wall_s": 50.0}, "export_s": 5.0, "n_examples": 3}
+
+    monkeypatch.setattr(freshness.ft, "finetune", finetune)
+    monkeypatch.setattr(freshness.synthetic, "copy_cache", lambda *a: None)
+    c = corpora.load("port-vellmar", settings)
+    tuned = freshness._retrain(c, c, settings, None, ["docs"], None, lambda _: None, begun)  # type: ignore[arg-type]
+    assert calls[0]["resume_run"] == run_dir.name and tuned["resumed"] and tuned["wall_s"] >= 55.0
+    begun.unlink()  # a retrain never begun starts afresh and records its run id when it starts
+    freshness._retrain(c, c, settings, None, ["docs"], None, lambda _: None, begun)  # type: ignore[arg-type]
+    assert calls[1]["resume_run"] is None and callable(calls[1]["started"])
 
 
 def test_follows_old_and_neither_are_counted_per_arm() -> None:
@@ -90,4 +125,11 @@ def test_freshness_run_answers_from_the_copy_and_never_touches_the_original(
                                     recipes=["docs"], log=logs.append)
     assert len((wd / "answers.jsonl").read_text().splitlines()) == len(rows)
     assert again["finetune"] == result["finetune"] and again["index"] == ix
+    # killed after the retrain was served, before it was recorded: that fine-tune is used, none trained
+    (wd / "finetune.json").unlink()
+    runs_before = len(finetune_runs.list_runs(s))
+    reused = freshness.run_freshness(c, s, n=3, seed=2, arms=["base", "rag", "ft", "ft_rag"], retrain=True,
+                                     recipes=["docs"], log=logs.append)
+    assert reused["finetune"]["run_id"] == result["finetune"]["run_id"] and reused["finetune"]["resumed"]
+    assert len(finetune_runs.list_runs(s)) == runs_before
     assert freshness.latest(c.name, s)["id"] == result["id"]
