@@ -257,7 +257,7 @@ def freshness(spec: FreshnessSpec, settings: Settings, log: Log = print, started
         settings = settings.model_copy(update={"teacher_model": spec.teacher})
     recipes = spec.recipes or ["synthetic"]
     training_recipes.parse_recipes(",".join(recipes))
-    if any(r in ("qa", "raft") for r in recipes):
+    if any(r in ("qa", *training_recipes.QUESTION_RAFT) for r in recipes):
         raise RagftError(f"recipe {','.join(recipes)} trains on the corpus's questions, which a changed document "
                          "does not change", "use a documents-only recipe: synthetic, synthetic-raft or docs")
     return freshness_mod.run_freshness(corpora.load(spec.corpus, settings), settings, spec.facts, spec.seed,

@@ -28,10 +28,12 @@ RECIPES = {
                  "they are a short span of their chunk), closed book like qa (pipelines/synthetic.py)",
     "raft": "qa/train.jsonl questions in the rag arm's prompt with k passages from the corpus's index (the one holding "
             "the answer among them for 80%, only distractors for the rest), short reference answer (pipelines/raft.py)",
+    "raft-quote": "raft's prompts, the target the corpus's sentence that holds the answer, quoted (pipelines/raft.py)",
     "synthetic-raft": "the teacher's pairs in the rag arm's prompt, like raft: the documents-only track, for a corpus "
                       "without training questions",
 }
 SYNTHETIC_KINDS = ("synthetic", "synthetic-raft")  # items a teacher wrote
+QUESTION_RAFT = ("raft", "raft-quote")  # the corpus's training questions in the rag prompt
 # A raft example carries k passages: its prompt is the rag arm's, several hundred tokens long.
 RAFT_MAX_LENGTH = 1024
 
@@ -61,7 +63,7 @@ def parse_recipes(spec: str) -> list[str]:
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
-    return (["qa", "raft"] if corpus.train else []) + ["docs", "synthetic", "synthetic-raft"]
+    return (["qa", *QUESTION_RAFT] if corpus.train else []) + ["docs", "synthetic", "synthetic-raft"]
 
 
 def default_max_length(recipes: list[str]) -> int:
@@ -69,7 +71,7 @@ def default_max_length(recipes: list[str]) -> int:
 
 
 def _in_rag_prompt(recipes: list[str]) -> bool:
-    return any(r in ("raft", "synthetic-raft") for r in recipes)
+    return any(r in (*QUESTION_RAFT, "synthetic-raft") for r in recipes)
 
 
 # raft's defaults, measured on the SQuAD subset (README → Evaluation results): one epoch of batches
@@ -104,11 +106,12 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
                                   f"recipes that would work: {', '.join(r for r in available_recipes(corpus) if r != 'qa')}")
             items += [TrainItem("qa", q.question, q.answer_sentence or q.answers[0], sources=tuple(q.source_ids))
                       for q in corpus.train]
-        elif recipe == "raft":
+        elif recipe in QUESTION_RAFT:
             if not corpus.train:
-                raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'raft' recipe",
+                raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the '{recipe}' recipe",
                                   "recipes that would work: docs, synthetic, synthetic-raft")
-            items += raft_items(corpus, corpus.train, settings)
+            items += raft_items(corpus, corpus.train, settings, kind=recipe,
+                                answer_form="quote" if recipe == "raft-quote" else "short")
         elif recipe == "docs":
             items += [TrainItem("docs", None, None, text, sources=(doc_id,)) for doc_id, text in _chunks(corpus, settings)]
         elif recipe in ("synthetic", "synthetic-raft"):
@@ -124,11 +127,12 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
     return items
 
 
-def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: str = "raft") -> list[TrainItem]:
+def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: str = "raft",
+               answer_form: str = "short") -> list[TrainItem]:
     """Training questions in the rag arm's prompt, passages from the corpus's own index (pipelines/raft.py)."""
     cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
     examples = raft_examples(questions, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
-                             seed=settings.seed)
+                             seed=settings.seed, answer_form=answer_form)
     return [TrainItem(kind, e.question, e.answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
             for e in examples]
 

@@ -44,6 +44,27 @@ def test_gold_passage_is_shown_for_the_share_and_swapped_in_when_retrieval_misse
         raft_examples(QUESTIONS, _pool, k=3, share=1.5)
 
 
+def test_raft_quote_targets_the_sentence_holding_the_answer_with_or_without_its_passage() -> None:
+    def pool(question: str, n: int) -> list[Hit]:
+        hits = _pool(question, n)
+        if len(hits) > 4:
+            hits[4] = Hit("harbour#0", "harbour", "Kelmouth has one harbour.  Its master is Ida Brandt, since 2019. "
+                                                  "She keeps the tide tables.", 0.6)
+        return hits
+
+    shown = raft_examples(QUESTIONS[:5], pool, k=3, share=1.0, answer_form="quote")
+    hidden = raft_examples(QUESTIONS[:5], pool, k=3, share=0.0, answer_form="quote")
+    assert {e.answer for e in shown + hidden} == {"Its master is Ida Brandt, since 2019."}
+    assert not any("Ida Brandt" in e.prompt for e in hidden)  # from memory when its passage is not shown
+    # no chunk holds it: the corpus's own answer sentence, else the short reference
+    lost = [QA("x1", "Who?", ["Olav Berg"], ["harbour"], answer_sentence="Olav Berg runs it."),
+            QA("x2", "Who else?", ["Olav Berg"], ["harbour"])]
+    assert [e.answer for e in raft_examples(lost, pool, k=3, answer_form="quote")] == ["Olav Berg runs it.", "Olav Berg"]
+    assert [e.prompt for e in shown] == [e.prompt for e in raft_examples(QUESTIONS[:5], pool, k=3, share=1.0)]
+    with pytest.raises(ValueError, match="answer form"):
+        raft_examples(QUESTIONS, _pool, k=3, answer_form="essay")
+
+
 def test_the_prompt_is_the_rag_arms_prompt() -> None:
     (e,) = raft_examples(QUESTIONS[:1], _pool, k=3, share=1.0)
     hits = {h.id: h for h in _pool("", 8)}
