@@ -50,14 +50,19 @@ def select_questions(corpus: Corpus, limit: int | None, seed: int) -> list[QA]:
 
 
 def run_id_for(corpus: Corpus, cfg: EvalConfig, settings: Settings, ft_models: dict[str, str],
-               judge_endpoint: str | None = None, reference_model: dict[str, str] | None = None) -> str:
-    """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating."""
+               judge_endpoint: str | None = None, reference_model: dict[str, str] | None = None,
+               ft_run: str | None = None) -> str:
+    """Same corpus, questions, arms and settings → same id, so re-running resumes instead of repeating.
+
+    `ft_run` is the fine-tune's run id: a served model's name is reused once the model is gone
+    from the server, so the name alone would resume an old fine-tune's answers."""
     questions = [(q.id, q.question, q.answers) for q in select_questions(corpus, cfg.limit, cfg.seed)]
     index = rag.index_identity(corpus, settings) if retrieval_arms(cfg.arms) else None
     key = json.dumps({"corpus": corpus.name, "questions": questions, "arms": sorted(cfg.arms), "judge": cfg.judge,
                       **({"index": index} if index else {}),
                       **({"judge_endpoint": judge_endpoint} if judge_endpoint else {}),
                       **({"reference": reference_model} if reference_model else {}),
+                      **({"ft_run": ft_run} if ft_run else {}),
                       "model": settings.model, "quant": settings.quantization, "decoding": settings.decoding_options(),
                       "top_k": settings.top_k, "mode": settings.retrieval_mode, "ft": ft_models}, sort_keys=True)
     return f"{models.safe_name(corpus.name)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -90,8 +95,10 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
             log(f"warning: {judge_spec.warning}")
         judge_mod.api_key(judge_spec)  # a missing key fails now, not after every answer is in
     # A remote judge's URL is part of the run's identity (its path only, never a key).
+    tuned = finetune_runs.latest_run(corpus.name, settings) if ft_models else None
     run_id = run_id_for(corpus, cfg, settings, ft_models, None if judge_spec is None or judge_spec.local
-                        else judge_spec.base_url, {"model": ref.model, "endpoint": ref.base_url} if ref else None)
+                        else judge_spec.base_url, {"model": ref.model, "endpoint": ref.base_url} if ref else None,
+                        tuned["run_id"] if tuned else None)
     if started:
         started(run_id)
     questions = select_questions(corpus, cfg.limit, cfg.seed)

@@ -170,3 +170,7 @@ def test_a_changed_index_or_retrieval_config_makes_a_new_run(tmp_path: Path, set
     ids["rechunked"] = run_id_for(c, EvalConfig(["base", "rag"]), settings, {})
     assert len(set(ids.values())) == 3, ids
     assert run_id_for(c, EvalConfig(["base"]), settings, {}) == base_only  # closed book reads no index
+    # a fine-tune served under a name an earlier, deleted model had: its answers are not the old ones
+    named = {"ft": "ragft-smollm2-135m-k-ft:q8_0"}
+    assert run_id_for(c, EvalConfig(["ft"]), settings, named, ft_run="20261201T000000-k-smollm2-135m") != \
+        run_id_for(c, EvalConfig(["ft"]), settings, named, ft_run="20261204T000000-k-smollm2-135m")
