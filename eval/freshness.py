@@ -264,12 +264,14 @@ def _retrain(original: Corpus, copy: Corpus, settings: Settings, server: serving
     synthetic.copy_cache(original, copy, settings)
     d = recipe_defaults(recipes)
     chosen = params or LoraParams(epochs=d["epochs"], batch_size=d["batch_size"], max_length=d["max_length"])
+    runs = finetune_runs.runs_dir(settings)
     begun = (files.read_json(begun_path) or {}).get("run_id")
-    if begun and not (finetune_runs.runs_dir(settings) / begun / "run.json").is_file():
-        begun = None  # its folder was removed: start afresh
+    previous = finetune_runs.load_run(runs / begun) if begun and (runs / begun / "run.json").is_file() else None
+    if previous is None:
+        begun = None  # never begun, or its folder was removed: start afresh
     t0 = time.perf_counter()
-    if begun and finetune_runs.load_run(finetune_runs.runs_dir(settings) / begun).get("status") == "served":
-        record = finetune_runs.load_run(finetune_runs.runs_dir(settings) / begun)
+    if previous is not None and previous.get("status") == "served":
+        record = previous
     else:
         if begun:
             log(f"continuing the interrupted retrain {begun} from its last checkpoint")
