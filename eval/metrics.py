@@ -6,18 +6,13 @@ drop the articles a/an/the, collapse whitespace. The best score over all referen
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
+# The normalisation and the containment rule live in the pipelines, which choose training targets by them.
+from pipelines.matching import contains_reference, normalise_answer
 
-
-def normalise_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+__all__ = ["answer_scores", "contains_reference", "exact_match", "normalise_answer", "token_f1"]
 
 
 def exact_match(prediction: str, references: Sequence[str]) -> float:
@@ -39,10 +34,6 @@ def token_f1(prediction: str, references: Sequence[str]) -> float:
     return max((f1(prediction, r) for r in references), default=0.0)
 
 
-def contains_reference(prediction: str, references: Sequence[str]) -> float:
-    """1 when a normalised reference answer appears inside the normalised prediction."""
-    p = f" {normalise_answer(prediction)} "
-    return float(any(f" {normalise_answer(r)} " in p for r in references if normalise_answer(r)))
 
 
 def answer_scores(prediction: str, references: Sequence[str]) -> dict[str, float]:

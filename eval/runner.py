@@ -102,7 +102,7 @@ def run_eval(corpus: Corpus, cfg: EvalConfig, settings: Settings, store: Store,
     if started:
         started(run_id)
     questions = select_questions(corpus, cfg.limit, cfg.seed)
-    info = _ft_info(corpus, settings, ft_models)
+    info = _ft_info(settings, tuned) if ft_models else {}
     lock = _RunLock(history.lock_path(settings, run_id))  # released when this process ends, however it ends
     try:
         if rerun and run_id in {r["run_id"] for r in store.runs()}:
@@ -268,10 +268,8 @@ def _record_restarts(server: serving.Server, store: Store, run_id: str, log: Cal
         log(f"warning: {note}")
 
 
-def _ft_info(corpus: Corpus, settings: Settings, ft_models: dict[str, str]) -> dict[str, Any]:
-    if not ft_models:
-        return {}
-    run = finetune_runs.latest_run(corpus.name, settings)
+def _ft_info(settings: Settings, run: finetune_runs.FinetuneRun | None) -> dict[str, Any]:
+    """The report's record of the fine-tune the ft arms serve (the run the evaluation's id names)."""
     if not run:
         return {"finetune": None}
     info = {k: run.get(k) for k in ("run_id", "ollama_model", "recipes", "leakage", "allow_leakage", "training",

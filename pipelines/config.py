@@ -148,7 +148,7 @@ class Settings(BaseSettings):
 
     # Forgetting probe (eval/forgetting.py): items per kind (general, reading) that base and the
     # fine-tuned model answer in every evaluation with a fine-tuned arm; 0 = off (the report says so).
-    probe_items: int = Field(default=24, ge=0)
+    probe_items: int = Field(default=96, ge=0)
 
     @field_validator("quantization")
     @classmethod

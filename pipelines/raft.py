@@ -43,6 +43,7 @@ class RaftExample:
     gold_shown: bool
     passages: tuple[str, ...]  # chunk ids, in retrieval order
     sources: tuple[str, ...] = ()  # the training question's own source documents
+    references: tuple[str, ...] = ()  # every reference answer of the training question
 
 
 def holds_answer(hit: Hit, qa: QA) -> bool:
@@ -97,5 +98,5 @@ def raft_examples(train: Sequence[QA], retrieve: Callable[[str, int], list[Hit]]
         if not hits or not answer:
             continue
         out.append(RaftExample(qa.question, build_prompt(qa.question, hits), answer, show_gold,
-                               tuple(h.id for h in hits), tuple(qa.source_ids)))
+                               tuple(h.id for h in hits), tuple(qa.source_ids), tuple(qa.answers)))
     return out

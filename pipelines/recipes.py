@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import embeddings, leakage, prompts, rag, serving, synthetic
+from pipelines import distill, embeddings, leakage, prompts, rag, serving, synthetic
 from pipelines.config import Settings
 from pipelines.corpus import QA, Corpus
 from pipelines.errors import CorpusError, option
 from pipelines.prompts import CLOSED_BOOK_SYSTEM
-from pipelines.raft import raft_examples
+from pipelines.raft import RaftExample, raft_examples
 from pipelines.train import Example, LoraParams, TrainingError
 
 RECIPES = {
@@ -29,11 +29,13 @@ RECIPES = {
     "raft": "qa/train.jsonl questions in the rag arm's prompt with k passages from the corpus's index (the one holding "
             "the answer among them for 80%, only distractors for the rest), short reference answer (pipelines/raft.py)",
     "raft-quote": "raft's prompts, the target the corpus's sentence that holds the answer, quoted (pipelines/raft.py)",
+    "raft-self": "raft's prompts, the target the base model's own answer where it contains the reference, the reference "
+                 "elsewhere (self-distillation: less forgetting; pipelines/distill.py)",
     "synthetic-raft": "the teacher's pairs in the rag arm's prompt, like raft: the documents-only track, for a corpus "
                       "without training questions",
 }
 SYNTHETIC_KINDS = ("synthetic", "synthetic-raft")  # items a teacher wrote
-QUESTION_RAFT = ("raft", "raft-quote")  # the corpus's training questions in the rag prompt
+QUESTION_RAFT = ("raft", "raft-quote", "raft-self")  # the corpus's training questions in the rag prompt
 # A raft example carries k passages: its prompt is the rag arm's, several hundred tokens long.
 RAFT_MAX_LENGTH = 1024
 
@@ -60,6 +62,12 @@ def parse_recipes(spec: str) -> list[str]:
     if unknown or not names:
         raise CorpusError(f"unknown recipe(s) {', '.join(unknown) or '(none)'}", f"known recipes: {', '.join(RECIPES)}")
     return names
+
+
+def preview_recipes(recipes: list[str]) -> list[str]:
+    """What can be guarded before training, without the server: teacher-written pairs do not exist yet,
+    and raft-self asks raft's questions (only its targets' wording comes from the server)."""
+    return list(dict.fromkeys("raft" if r == "raft-self" else r for r in recipes if r not in SYNTHETIC_KINDS))
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
@@ -110,8 +118,11 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
             if not corpus.train:
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the '{recipe}' recipe",
                                   "recipes that would work: docs, synthetic, synthetic-raft")
-            items += raft_items(corpus, corpus.train, settings, kind=recipe,
-                                answer_form="quote" if recipe == "raft-quote" else "short")
+            if recipe == "raft-self":
+                items += self_items(corpus, settings, server, log)
+            else:
+                items += raft_items(corpus, corpus.train, settings, kind=recipe,
+                                    answer_form="quote" if recipe == "raft-quote" else "short")
         elif recipe == "docs":
             items += [TrainItem("docs", None, None, text, sources=(doc_id,)) for doc_id, text in _chunks(corpus, settings)]
         elif recipe in ("synthetic", "synthetic-raft"):
@@ -127,14 +138,31 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
     return items
 
 
+def _raft_examples(corpus: Corpus, questions: list[QA], settings: Settings, answer_form: str = "short"
+                   ) -> list[RaftExample]:
+    cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
+    return raft_examples(questions, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
+                         seed=settings.seed, answer_form=answer_form)
+
+
 def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: str = "raft",
                answer_form: str = "short") -> list[TrainItem]:
     """Training questions in the rag arm's prompt, passages from the corpus's own index (pipelines/raft.py)."""
-    cfg = rag.RetrievalConfig.for_corpus(corpus, settings)
-    examples = raft_examples(questions, lambda q, n: rag.retrieve(corpus, q, settings, k=n)[0], cfg.top_k,
-                             seed=settings.seed, answer_form=answer_form)
     return [TrainItem(kind, e.question, e.answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
-            for e in examples]
+            for e in _raft_examples(corpus, questions, settings, answer_form)]
+
+
+def self_items(corpus: Corpus, settings: Settings, server: serving.Server | None,
+               log: Callable[[str], None] = print) -> list[TrainItem]:
+    """raft's examples with the base model's own right answers as targets (pipelines/distill.py)."""
+    if server is None:
+        raise TrainingError("the raft-self recipe needs the Ollama server (the base model answers its prompts there)",
+                            "run `ragft setup`")
+    examples = _raft_examples(corpus, corpus.train, settings)
+    targets = distill.own_targets(corpus, examples, settings, server, log)
+    log(targets.summary(settings.model))
+    return [TrainItem("raft-self", e.question, answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
+            for e, answer in zip(examples, targets.answers, strict=True)]
 
 
 # Mixed-in reading examples make up this share of the training set: enough to keep reading on

@@ -85,16 +85,29 @@ def running_server(settings: Settings) -> Server | None:
     # A user's own Ollama (OLLAMA_HOST) is used when it answers; otherwise ragft runs its own.
     if (host := os.environ.get("OLLAMA_HOST")) and (version := server_version(_normalise_host(host))):
         return Server(_normalise_host(host), None, None, None, version)
-    path = _state_path(settings)
-    try:
-        state = Server(**json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+    state = _recorded_server(settings)
+    if state is None:
         return None
-    if _is_our_server(state) and state.models_dir == str(settings.ollama_models_dir):
+    # Our process is alive: a busy server (a model loading, `ollama create` converting, training on
+    # every core) can take longer than one probe to answer. Treating it as gone would start a
+    # second server on the same models dir and orphan the first, so it is given time.
+    deadline = time.monotonic() + settings.server_start_timeout_s
+    while True:
         state.version = server_version(state.url)
         if state.version:
             return state
-    return None
+        if time.monotonic() >= deadline or not _is_our_server(state):
+            return None
+        time.sleep(0.5)
+
+
+def _recorded_server(settings: Settings) -> Server | None:
+    """The server in server.json when it is still ragft's live `ollama serve` for this models dir."""
+    try:
+        state = Server(**json.loads(_state_path(settings).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if _is_our_server(state) and state.models_dir == str(settings.ollama_models_dir) else None
 
 
 def start_server(settings: Settings, log: Log = _quiet) -> Server:
@@ -193,6 +206,10 @@ def ensure_server(settings: Settings, log: Log = _quiet) -> Server:
     with FileLock(str(settings.ollama_dir / "server.lock")):
         if (server := running_server(settings)) is not None:
             return server
+        if (hung := _recorded_server(settings)) is not None and hung.pid:
+            # Alive but silent for server_start_timeout_s: ended, so one server owns the models dir.
+            log(f"Ollama (pid {hung.pid}) stopped answering at {hung.url}; restarting it")
+            procs.end_group(hung.pid, grace_s=2.0)
         return start_server(settings, log)
 
 

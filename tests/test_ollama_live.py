@@ -1,8 +1,10 @@
 """The real round trip: ragft's own Ollama server, the packaged base model, a real answer."""
 
+import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -45,6 +47,37 @@ def test_base_arm_is_deterministic(live_settings: Settings, ollama_server: servi
 def test_running_server_is_reused(live_settings: Settings, ollama_server: serving.Server) -> None:
     again = serving.ensure_server(live_settings)
     assert again.pid == ollama_server.pid and again.url == ollama_server.url
+
+
+def test_a_server_too_busy_to_answer_at_once_is_waited_for_not_replaced(live_settings: Settings,
+                                                                         ollama_server: serving.Server) -> None:
+    """A server that misses one health probe (seen under training load in CI) is still the one server:
+    starting a second would orphan the first and leave two on one models dir."""
+    assert ollama_server.pid is not None
+    os.kill(ollama_server.pid, signal.SIGSTOP)  # silent, as a server whose every core is taken
+    resume = threading.Timer(3.0, os.kill, (ollama_server.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        again = serving.ensure_server(live_settings)
+    finally:
+        resume.join()
+    assert again.pid == ollama_server.pid and again.url == ollama_server.url
+
+
+def test_a_server_that_never_answers_is_ended_before_another_starts(tmp_path_factory: pytest.TempPathFactory,
+                                                                     live_settings: Settings) -> None:
+    s = live_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("hung"), "server_start_timeout_s": 2.0})
+    hung = serving.start_server(s)
+    assert hung.pid is not None
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        fresh = serving.ensure_server(s)
+        assert fresh.pid != hung.pid and serving.server_version(fresh.url)
+        assert _serves_of(s) == [fresh.pid]  # the silent one is gone, not orphaned beside the new one
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung.pid, signal.SIGKILL)
+        serving.stop_server(s)
 
 
 def test_busy_port_moves_to_a_free_one(tmp_path_factory: pytest.TempPathFactory, live_settings: Settings) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import corpus as corpora
+from pipelines import distill, prompts, rag, recipes, serving
 from pipelines import finetune as ft
-from pipelines import prompts, rag, recipes, serving
 from pipelines.arms import get_arm
 from pipelines.config import Settings
 from pipelines.corpus import QA
@@ -112,3 +112,43 @@ def test_raft_trains_on_the_demo_corpus_serves_and_answers_with_passages(
     assert record["status"] == "served" and record["training"]["steps"] == 2
     answer = get_arm("ft_rag", s, ollama_server, c).answer(c.eval[0].question)
     assert answer.model == record["ollama_model"] and answer.text.strip() and len(answer.passages) == s.top_k
+
+
+def test_raft_self_keeps_the_base_models_answer_only_when_it_is_right_and_complete() -> None:
+    refs = ["Ida Brandt"]
+    assert distill.pick_target(" The harbour master is Ida Brandt. ", True, refs, "Ida Brandt") == \
+        "The harbour master is Ida Brandt."
+    assert distill.pick_target("I don't know.", True, refs, "Ida Brandt") == "Ida Brandt"  # wrong: the reference
+    assert distill.pick_target("It is Ida Brandt and", False, refs, "Ida Brandt") == "Ida Brandt"  # cut at max_tokens
+    assert distill.pick_target("6 6 6 6 6 6 6 6 6", True, ["6"], "six") == "six"  # degenerate output is never a target
+    assert distill.pick_target("Ida Brandtson", True, refs, "Ida Brandt") == "Ida Brandt"  # whole words only
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_raft_self_targets_are_the_base_models_own_right_answers_asked_once(
+        tmp_path: Path, live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
+    from pipelines import generation
+
+    s = live_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    root = Path(shutil.copytree(DEMO, tmp_path / "port-vellmar"))
+    train = (root / "qa" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (root / "qa" / "train.jsonl").write_text("\n".join(train[:6]) + "\n", encoding="utf-8")
+    c = corpora.load(str(root), s)
+    rag.build_index(c, s)
+    said: list[str] = []
+    items = recipes.build_items(c, ["raft-self"], s, ollama_server, log=said.append)
+    plain = recipes.build_items(c, ["raft"], s)
+    assert [(i.prompt, i.system) for i in items] == [(p.prompt, p.system) for p in plain]  # raft's prompts exactly
+    for it, p, qa in zip(items, plain, c.train, strict=True):
+        gen = generation.generate(ollama_server, s, base_model, it.prompt or "", prompts.RAG_SYSTEM)
+        own = gen.text.strip()
+        right = distill.pick_target(own, gen.done_reason == "stop", qa.answers, p.answer or "") == own
+        assert it.answer == (own if right else p.answer)  # the base model's answer where right, else the reference
+    assert any("raft-self:" in m and "6 asked" in m for m in said), said
+    again: list[str] = []
+    assert recipes.build_items(c, ["raft-self"], s, ollama_server, log=again.append) == items
+    assert any("0 asked, 6 from cache" in m for m in again), again  # a repeated fine-tune asks nothing again
+    with pytest.raises(TrainingError, match="needs the Ollama server"):
+        recipes.build_items(c, ["raft-self"], s)
+    assert recipes.preview_recipes(["raft-self", "synthetic", "qa"]) == ["raft", "qa"]

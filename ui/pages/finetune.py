@@ -25,7 +25,7 @@ recipes_known = training_recipes.available_recipes(c)
 def _leakage(_s: Settings, data_dir: str, corpus_root: str, recipes: tuple[str, ...], qa_mtime: float) -> dict:
     # The guard the training job runs before it starts (synthetic pairs exist only once a teacher writes them).
     corpus = corpora.load(corpus_root, _s)
-    items = training_recipes.build_items(corpus, [r for r in recipes if not r.startswith("synthetic")], _s)
+    items = training_recipes.build_items(corpus, training_recipes.preview_recipes(recipes), _s)
     return training_recipes.check_leakage(corpus, items).as_dict()
 
 
