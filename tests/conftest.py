@@ -30,7 +30,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RAGFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAGFT_CONFIG", str(tmp_path / "no-such-ragft.toml"))
-    # The forgetting probe's full 2 × 24 items would add ~100 answers to every test evaluation
+    # The forgetting probe's full 2 × 96 items would add ~400 answers to every test evaluation
     # with a fine-tuned arm; two per kind exercise the same path (tests/test_eval.py checks it).
     monkeypatch.setenv("RAGFT_PROBE_ITEMS", str(TEST_PROBE_ITEMS))
 

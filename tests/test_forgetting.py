@@ -8,7 +8,8 @@ from pipelines.prompts import CLOSED_BOOK_SYSTEM
 def test_probe_items_load_and_use_the_arms_prompts() -> None:
     items = forgetting.load_probe()
     kinds = {k: [it for it in items if it.kind == k] for k in forgetting.KINDS}
-    assert len(kinds["general"]) >= 20 and len(kinds["reading"]) >= 20
+    # 96 a kind: one item is about 1 point, so "kept within 5 points" is not decided by one or two items
+    assert len(kinds["general"]) == len(kinds["reading"]) == 96
     assert len({it.id for it in items}) == len(items)
     g, r = kinds["general"][0], kinds["reading"][0]
     assert g.prompt() == (g.question, CLOSED_BOOK_SYSTEM)
@@ -36,6 +37,7 @@ def test_run_probe_resumes_and_statements_say_kept_or_lost() -> None:
     out = forgetting.summarise_probe(_rows(set(general[:20]) | set(reading[:20]), set(general[:19]) | set(reading[:10])))
     assert out is not None
     assert out["general"]["verdict"] == "kept" and out["general"]["statement"].startswith("the fine-tune kept its general")
-    assert out["reading"]["verdict"] == "lost" and "10/24 probe questions right vs base 20/24" in out["reading"]["statement"]
+    n = len(reading)
+    assert out["reading"]["verdict"] == "lost" and f"10/{n} probe questions right vs base 20/{n}" in out["reading"]["statement"]
     assert out["reading"]["hi"] < 0  # a CI, paired
     assert forgetting.summarise_probe([]) is None
