@@ -212,7 +212,7 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 def finetune_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
     recipe: Annotated[str | None, typer.Option(
-        help="Comma-separated: qa, raft, raft-quote, raft-self, docs, synthetic, synthetic-raft. Default: raft when the "
+        help="Comma-separated: qa, raft, raft-quote, raft-self, raft-sdft, docs, synthetic, synthetic-raft. Default: raft when the "
              "corpus has training questions and an index, else qa.")] = None,
     teacher: Annotated[str | None, typer.Option(
         help="Model that writes the synthetic recipes' pairs (a ragft model such as qwen2.5-coder-1.5b, or a model "

@@ -10,6 +10,12 @@ answer contains a reference answer (the evaluation's own "contains" rule) it bec
 so those examples teach nothing but what the model already does. Only where the base model is
 wrong (or reads no passage holding the answer) is the reference the target — the new knowledge.
 
+`raft-sdft` goes one step further, as SDFT does: where the base model's own answer is wrong, it
+is shown the reference answer after the same prompt and asked to answer in its own words; that
+rewording becomes the target when it contains the reference and ended on its own, so the new facts
+too are taught in the model's own voice. Only where the rewording fails is the bare reference
+the target.
+
 The base model's answers are appended to a cache as they arrive, keyed by model, decoding and
 prompt: an interrupted or repeated fine-tune asks only what it has not asked yet.
 """
@@ -36,13 +42,18 @@ from pipelines.raft import RaftExample
 class OwnTargets:
     answers: list[str]  # one target per example, in order
     own: int  # examples whose target is the base model's own answer
-    asked: int  # answers generated in this call (the rest came from the cache)
+    asked: int  # answers generated in this call
     seconds: float
+    reused: int = 0  # answers taken from the cache
+    rewritten: int = 0  # targets that are the base model's rewording of the reference (raft-sdft)
+    recipe: str = "raft-self"
 
     def summary(self, model: str) -> str:
         n = len(self.answers)
-        return (f"raft-self: {self.own} of {n} targets are {model}'s own right answers, {n - self.own} the reference "
-                f"({self.asked} asked, {n - self.asked} from cache, {self.seconds:.0f} s)")
+        reworded = f", {self.rewritten} its rewording of the reference" if self.recipe == "raft-sdft" else ""
+        return (f"{self.recipe}: {self.own} of {n} targets are {model}'s own right answers{reworded}, "
+                f"{n - self.own - self.rewritten} the reference ({self.asked} asked, {self.reused} from cache, "
+                f"{self.seconds:.0f} s)")
 
 
 def pick_target(own: str, finished: bool, references: Sequence[str], reference: str) -> str:
@@ -55,6 +66,11 @@ def pick_target(own: str, finished: bool, references: Sequence[str], reference: 
     if finished and own and not models.looks_degenerate(own) and contains_reference(own, references):
         return own
     return reference
+
+
+def rewrite_prompt(prompt: str, reference: str) -> str:
+    """The rag prompt, then the reference answer the base model is to put in its own words (raft-sdft)."""
+    return f"{prompt}\n\nThe correct answer is: {reference}\nAnswer the question in your own words, using this answer."
 
 
 def _cache_path(corpus: Corpus, settings: Settings, model: str) -> Path:
@@ -77,28 +93,45 @@ def _read_cache(path: Path) -> dict[str, dict[str, object]]:
 
 
 def own_targets(corpus: Corpus, examples: Sequence[RaftExample], settings: Settings, server: serving.Server,
-                log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> OwnTargets:
-    """A target per raft example: the base model's own answer to its prompt where right, else its reference."""
+                log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
+                rewrite: bool = False) -> OwnTargets:
+    """A target per raft example: the base model's own answer to its prompt where right; with `rewrite`,
+    else its rewording of the reference where that holds the reference; else the reference."""
     model = models.ensure_served(models.get_spec(settings.model, settings), settings, server, log)
     path = _cache_path(corpus, settings, model)
     cached = _read_cache(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     answers: list[str] = []
-    own = asked = 0
+    own = rewritten = asked = reused = 0
     started = time.perf_counter()
     with path.open("a", encoding="utf-8") as sink:
-        for i, ex in enumerate(examples, 1):
-            key = _key(model, settings, ex.prompt)
-            if (row := cached.get(key)) is None:
+
+        def answer(prompt: str) -> dict[str, object]:
+            nonlocal asked, reused
+            key = _key(model, settings, prompt)
+            if (row := cached.get(key)) is not None:
+                reused += 1
+            else:
                 # A server that stays gone raises OllamaUnavailable; what was asked so far is in the cache.
-                gen = generation.generate(server, settings, model, ex.prompt, RAG_SYSTEM)
+                gen = generation.generate(server, settings, model, prompt, RAG_SYSTEM)
                 row = {"key": key, "text": gen.text, "finished": gen.done_reason == "stop"}
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 sink.flush()
+                cached[key] = row
                 asked += 1
+            return row
+
+        for i, ex in enumerate(examples, 1):
+            row = answer(ex.prompt)
             target = pick_target(str(row["text"]), bool(row["finished"]), ex.references, ex.answer)
-            own += target == str(row["text"]).strip()
+            if target == str(row["text"]).strip():
+                own += 1
+            elif rewrite:
+                again = answer(rewrite_prompt(ex.prompt, ex.answer))
+                target = pick_target(str(again["text"]), bool(again["finished"]), ex.references, ex.answer)
+                rewritten += target != ex.answer
             answers.append(target)
             if progress:
                 progress(i, len(examples))
-    return OwnTargets(answers, own, asked, round(time.perf_counter() - started, 1))
+    return OwnTargets(answers, own, asked, round(time.perf_counter() - started, 1), reused, rewritten,
+                      "raft-sdft" if rewrite else "raft-self")

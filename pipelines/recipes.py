@@ -31,11 +31,14 @@ RECIPES = {
     "raft-quote": "raft's prompts, the target the corpus's sentence that holds the answer, quoted (pipelines/raft.py)",
     "raft-self": "raft's prompts, the target the base model's own answer where it contains the reference, the reference "
                  "elsewhere (self-distillation: less forgetting; pipelines/distill.py)",
+    "raft-sdft": "raft-self, and where the base model is wrong, its own rewording of the reference (shown the "
+                 "reference, it answers in its own words); the reference where that fails (pipelines/distill.py)",
     "synthetic-raft": "the teacher's pairs in the rag arm's prompt, like raft: the documents-only track, for a corpus "
                       "without training questions",
 }
 SYNTHETIC_KINDS = ("synthetic", "synthetic-raft")  # items a teacher wrote
-QUESTION_RAFT = ("raft", "raft-quote", "raft-self")  # the corpus's training questions in the rag prompt
+SELF_DISTILLED = ("raft-self", "raft-sdft")  # targets the base model writes on the server
+QUESTION_RAFT = ("raft", "raft-quote", *SELF_DISTILLED)  # the corpus's training questions in the rag prompt
 # A raft example carries k passages: its prompt is the rag arm's, several hundred tokens long.
 RAFT_MAX_LENGTH = 1024
 
@@ -66,8 +69,8 @@ def parse_recipes(spec: str) -> list[str]:
 
 def preview_recipes(recipes: list[str]) -> list[str]:
     """What can be guarded before training, without the server: teacher-written pairs do not exist yet,
-    and raft-self asks raft's questions (only its targets' wording comes from the server)."""
-    return list(dict.fromkeys("raft" if r == "raft-self" else r for r in recipes if r not in SYNTHETIC_KINDS))
+    and raft-self / raft-sdft ask raft's questions (only their targets' wording comes from the server)."""
+    return list(dict.fromkeys("raft" if r in SELF_DISTILLED else r for r in recipes if r not in SYNTHETIC_KINDS))
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
@@ -118,8 +121,8 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
             if not corpus.train:
                 raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the '{recipe}' recipe",
                                   "recipes that would work: docs, synthetic, synthetic-raft")
-            if recipe == "raft-self":
-                items += self_items(corpus, settings, server, log)
+            if recipe in SELF_DISTILLED:
+                items += self_items(corpus, settings, server, log, recipe)
             else:
                 items += raft_items(corpus, corpus.train, settings, kind=recipe,
                                     answer_form="quote" if recipe == "raft-quote" else "short")
@@ -153,15 +156,16 @@ def raft_items(corpus: Corpus, questions: list[QA], settings: Settings, kind: st
 
 
 def self_items(corpus: Corpus, settings: Settings, server: serving.Server | None,
-               log: Callable[[str], None] = print) -> list[TrainItem]:
-    """raft's examples with the base model's own right answers as targets (pipelines/distill.py)."""
+               log: Callable[[str], None] = print, recipe: str = "raft-self") -> list[TrainItem]:
+    """raft's examples with the base model's own right answers (raft-sdft: and rewordings) as targets
+    (pipelines/distill.py)."""
     if server is None:
-        raise TrainingError("the raft-self recipe needs the Ollama server (the base model answers its prompts there)",
+        raise TrainingError(f"the {recipe} recipe needs the Ollama server (the base model answers its prompts there)",
                             "run `ragft setup`")
     examples = _raft_examples(corpus, corpus.train, settings)
-    targets = distill.own_targets(corpus, examples, settings, server, log)
+    targets = distill.own_targets(corpus, examples, settings, server, log, rewrite=recipe == "raft-sdft")
     log(targets.summary(settings.model))
-    return [TrainItem("raft-self", e.question, answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
+    return [TrainItem(recipe, e.question, answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
             for e, answer in zip(examples, targets.answers, strict=True)]
 
 

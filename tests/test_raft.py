@@ -126,7 +126,7 @@ def test_raft_self_keeps_the_base_models_answer_only_when_it_is_right_and_comple
 
 @pytest.mark.slow
 @pytest.mark.ollama
-def test_raft_self_targets_are_the_base_models_own_right_answers_asked_once(
+def test_self_distilled_targets_are_the_base_models_own_words_asked_once(
         tmp_path: Path, live_settings: Settings, ollama_server: serving.Server, base_model: str) -> None:
     from pipelines import generation
 
@@ -140,10 +140,12 @@ def test_raft_self_targets_are_the_base_models_own_right_answers_asked_once(
     items = recipes.build_items(c, ["raft-self"], s, ollama_server, log=said.append)
     plain = recipes.build_items(c, ["raft"], s)
     assert [(i.prompt, i.system) for i in items] == [(p.prompt, p.system) for p in plain]  # raft's prompts exactly
-    for it, p, qa in zip(items, plain, c.train, strict=True):
+    wrong: list[int] = []
+    for i, (it, p, qa) in enumerate(zip(items, plain, c.train, strict=True)):
         gen = generation.generate(ollama_server, s, base_model, it.prompt or "", prompts.RAG_SYSTEM)
         own = gen.text.strip()
         right = distill.pick_target(own, gen.done_reason == "stop", qa.answers, p.answer or "") == own
+        wrong += [] if right else [i]
         assert it.answer == (own if right else p.answer)  # the base model's answer where right, else the reference
     assert any("raft-self:" in m and "6 asked" in m for m in said), said
     again: list[str] = []
@@ -151,4 +153,18 @@ def test_raft_self_targets_are_the_base_models_own_right_answers_asked_once(
     assert any("0 asked, 6 from cache" in m for m in again), again  # a repeated fine-tune asks nothing again
     with pytest.raises(TrainingError, match="needs the Ollama server"):
         recipes.build_items(c, ["raft-self"], s)
-    assert recipes.preview_recipes(["raft-self", "synthetic", "qa"]) == ["raft", "qa"]
+    assert recipes.preview_recipes(["raft-self", "raft-sdft", "synthetic", "qa"]) == ["raft", "qa"]
+
+    # raft-sdft: the same own answers (from the cache), and where they were wrong, the base model's
+    # rewording of the reference when it holds the reference.
+    sdft_said: list[str] = []
+    sdft = recipes.build_items(c, ["raft-sdft"], s, ollama_server, log=sdft_said.append)
+    assert any("raft-sdft:" in m and f"{len(wrong)} asked, 6 from cache" in m for m in sdft_said), sdft_said
+    for i, (it, self_it, p, qa) in enumerate(zip(sdft, items, plain, c.train, strict=True)):
+        assert it.kind == "raft-sdft" and it.prompt == p.prompt
+        if i not in wrong:
+            assert it.answer == self_it.answer
+            continue
+        gen = generation.generate(ollama_server, s, base_model, distill.rewrite_prompt(p.prompt or "", p.answer or ""),
+                                  prompts.RAG_SYSTEM)
+        assert it.answer == distill.pick_target(gen.text, gen.done_reason == "stop", qa.answers, p.answer or "")
