@@ -46,12 +46,12 @@ class OwnTargets:
     seconds: float
     reused: int = 0  # answers taken from the cache
     rewritten: int = 0  # targets that are the base model's rewording of the reference (raft-sdft)
-    recipe: str = "raft-self"
+    rewrite: bool = False  # whether wrong answers were reworded (raft-sdft) or left to the reference (raft-self)
 
-    def summary(self, model: str) -> str:
+    def summary(self, recipe: str, model: str) -> str:
         n = len(self.answers)
-        reworded = f", {self.rewritten} its rewording of the reference" if self.recipe == "raft-sdft" else ""
-        return (f"{self.recipe}: {self.own} of {n} targets are {model}'s own right answers{reworded}, "
+        reworded = f", {self.rewritten} its rewording of the reference" if self.rewrite else ""
+        return (f"{recipe}: {self.own} of {n} targets are {model}'s own right answers{reworded}, "
                 f"{n - self.own - self.rewritten} the reference ({self.asked} asked, {self.reused} from cache, "
                 f"{self.seconds:.0f} s)")
 
@@ -133,5 +133,4 @@ def own_targets(corpus: Corpus, examples: Sequence[RaftExample], settings: Setti
             answers.append(target)
             if progress:
                 progress(i, len(examples))
-    return OwnTargets(answers, own, asked, round(time.perf_counter() - started, 1), reused, rewritten,
-                      "raft-sdft" if rewrite else "raft-self")
+    return OwnTargets(answers, own, asked, round(time.perf_counter() - started, 1), reused, rewritten, rewrite)

@@ -164,7 +164,7 @@ def self_items(corpus: Corpus, settings: Settings, server: serving.Server | None
                             "run `ragft setup`")
     examples = _raft_examples(corpus, corpus.train, settings)
     targets = distill.own_targets(corpus, examples, settings, server, log, rewrite=recipe == "raft-sdft")
-    log(targets.summary(settings.model))
+    log(targets.summary(recipe, settings.model))
     return [TrainItem(recipe, e.question, answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
             for e, answer in zip(examples, targets.answers, strict=True)]
 
