@@ -212,8 +212,8 @@ def index_cmd(corpus: Annotated[str, typer.Argument(help="Corpus name or folder.
 def finetune_cmd(
     corpus: Annotated[str, typer.Argument(help="Corpus name or folder.")],
     recipe: Annotated[str | None, typer.Option(
-        help="Comma-separated: qa, raft, raft-quote, raft-self, raft-sdft, docs, synthetic, synthetic-raft. Default: raft when the "
-             "corpus has training questions and an index, else qa.")] = None,
+        help="Comma-separated: qa, raft, raft-quote, raft-self, raft-sdft, replay, docs, synthetic, synthetic-raft. "
+             "Default: raft,replay when the corpus has training questions and an index, else qa.")] = None,
     teacher: Annotated[str | None, typer.Option(
         help="Model that writes the synthetic recipes' pairs (a ragft model such as qwen2.5-coder-1.5b, or a model "
              "on the Ollama server). Default: teacher_model from the config, else the base model.")] = None,

@@ -65,7 +65,7 @@ class IndexSpec:
 @dataclass
 class FinetuneSpec:
     corpus: str
-    recipes: list[str] | None = None  # None: the corpus's default (raft with an index and questions, else qa)
+    recipes: list[str] | None = None  # None: the corpus's default (raft,replay with an index and questions, else qa)
     teacher: str | None = None  # writes the synthetic recipes' pairs (None: the settings' teacher_model)
     mix: str | None = None  # another corpus whose training questions are mixed in as reading examples
     epochs: int | None = None  # None: the recipes' default (recipes.recipe_defaults)

@@ -1,8 +1,8 @@
 """Fine-tuning recipes: what a training example is made of, and the leakage guard over them.
 
-A recipe turns a corpus into training items (qa, docs, synthetic, raft, synthetic-raft); the
-items are tokenised for the LoRA loop in `train.py`, and checked against the eval set before
-any step is taken. Training, merging and serving are `finetune.py`; the run folder is `finetune_runs.py`.
+A recipe turns a corpus into training items (qa, docs, synthetic, raft and its variants, replay,
+synthetic-raft); the items are tokenised for the LoRA loop in `train.py`, and checked against the
+eval set before any step is taken. Training, merging and serving are `finetune.py`; the run folder is `finetune_runs.py`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ RECIPES = {
                  "elsewhere (self-distillation: less forgetting; pipelines/distill.py)",
     "raft-sdft": "raft-self, and where the base model is wrong, its own rewording of the reference (shown the "
                  "reference, it answers in its own words); the reference where that fails (pipelines/distill.py)",
+    "replay": "the qa/train.jsonl questions closed book, the target the base model's own answer whatever it says "
+              "(self-rehearsal: holds closed-book behaviour where it was; train beside raft: raft,replay; "
+              "pipelines/distill.py)",
     "synthetic-raft": "the teacher's pairs in the rag arm's prompt, like raft: the documents-only track, for a corpus "
                       "without training questions",
 }
@@ -69,12 +72,13 @@ def parse_recipes(spec: str) -> list[str]:
 
 def preview_recipes(recipes: list[str]) -> list[str]:
     """What can be guarded before training, without the server: teacher-written pairs do not exist yet,
-    and raft-self / raft-sdft ask raft's questions (only their targets' wording comes from the server)."""
-    return list(dict.fromkeys("raft" if r in SELF_DISTILLED else r for r in recipes if r not in SYNTHETIC_KINDS))
+    raft-self / raft-sdft ask raft's questions and replay qa's (only their targets' wording comes from the server)."""
+    known = {**dict.fromkeys(SELF_DISTILLED, "raft"), "replay": "qa"}
+    return list(dict.fromkeys(known.get(r, r) for r in recipes if r not in SYNTHETIC_KINDS))
 
 
 def available_recipes(corpus: Corpus) -> list[str]:
-    return (["qa", *QUESTION_RAFT] if corpus.train else []) + ["docs", "synthetic", "synthetic-raft"]
+    return (["qa", *QUESTION_RAFT, "replay"] if corpus.train else []) + ["docs", "synthetic", "synthetic-raft"]
 
 
 def default_max_length(recipes: list[str]) -> int:
@@ -93,10 +97,11 @@ RAFT_BATCH_SIZE = 4
 
 
 def default_recipes(corpus: Corpus, settings: Settings) -> list[str]:
-    """raft for a corpus with training questions and an index (it keeps the model reading, where
-    closed-book qa destroyed it); qa otherwise (its error names the recipes that work without
+    """raft + replay for a corpus with training questions and an index: raft keeps the model reading,
+    where closed-book qa destroyed it, and replay keeps what it knew closed book, which raft alone
+    cost (README → Evaluation results); qa otherwise (its error names the recipes that work without
     training questions)."""
-    return ["raft"] if corpus.train and rag.index_record(corpus, settings) is not None else ["qa"]
+    return ["raft", "replay"] if corpus.train and rag.index_record(corpus, settings) is not None else ["qa"]
 
 
 def recipe_defaults(recipes: list[str]) -> dict[str, int]:
@@ -126,6 +131,11 @@ def build_items(corpus: Corpus, recipes: list[str], settings: Settings, server: 
             else:
                 items += raft_items(corpus, corpus.train, settings, kind=recipe,
                                     answer_form="quote" if recipe == "raft-quote" else "short")
+        elif recipe == "replay":
+            if not corpus.train:
+                raise CorpusError(f"corpus '{corpus.name}' has no qa/train.jsonl for the 'replay' recipe",
+                                  "recipes that would work: docs, synthetic, synthetic-raft")
+            items += replay_items(corpus, settings, server, log)
         elif recipe == "docs":
             items += [TrainItem("docs", None, None, text, sources=(doc_id,)) for doc_id, text in _chunks(corpus, settings)]
         elif recipe in ("synthetic", "synthetic-raft"):
@@ -167,6 +177,18 @@ def self_items(corpus: Corpus, settings: Settings, server: serving.Server | None
     log(targets.summary(recipe, settings.model))
     return [TrainItem(recipe, e.question, answer, prompt=e.prompt, system=prompts.RAG_SYSTEM, sources=e.sources)
             for e, answer in zip(examples, targets.answers, strict=True)]
+
+
+def replay_items(corpus: Corpus, settings: Settings, server: serving.Server | None,
+                 log: Callable[[str], None] = print) -> list[TrainItem]:
+    """The training questions closed book, the base model's own answers as targets (pipelines/distill.py)."""
+    if server is None:
+        raise TrainingError("the replay recipe needs the Ollama server (the base model answers its questions there)",
+                            "run `ragft setup`")
+    replay = distill.replay_targets(corpus, [q.question for q in corpus.train], settings, server, log)
+    log(replay.summary(settings.model))
+    return [TrainItem("replay", q.question, answer, sources=tuple(q.source_ids))
+            for q, answer in zip(corpus.train, replay.answers, strict=True) if answer is not None]
 
 
 # Mixed-in reading examples make up this share of the training set: enough to keep reading on

@@ -311,7 +311,7 @@ def test_evaluate_runs_as_a_job_and_the_report_opens(demo_env: tuple[Settings, c
 def test_finetune_job_cancels_and_resumes(live_env: None, base_model: str, settings: Settings) -> None:
     at = _page("finetune").run()
     assert not at.exception
-    at.multiselect(key="ft_recipes").set_value(["qa"]).run()  # the short recipe (raft is the default with an index)
+    at.multiselect(key="ft_recipes").set_value(["qa"]).run()  # the short recipe (raft,replay is the default with an index)
     at.number_input(key="ft_epochs_5").set_value(1)  # a key per recipe default: qa's 5 epochs, batch 8
     at.number_input(key="ft_batch_8").set_value(16)
     at.number_input(key="ft_ckpt").set_value(1).run()

@@ -248,13 +248,14 @@ def test_cuda_requested_without_a_gpu_names_the_fix() -> None:
         choose_device("tpu", cuda_available=True, bf16_supported=True)
 
 
-def test_raft_is_the_default_for_a_corpus_with_an_index(tmp_path: Path, settings: Settings) -> None:
+def test_raft_with_replay_is_the_default_for_a_corpus_with_an_index(tmp_path: Path, settings: Settings) -> None:
     from pipelines import rag
 
     c = _corpus_with_train(tmp_path / "k", settings)
     assert recipes.default_recipes(c, settings) == ["qa"]  # no index yet: raft could not show passages
     rag.build_index(c, settings)
-    assert recipes.default_recipes(c, settings) == ["raft"]
+    assert recipes.default_recipes(c, settings) == ["raft", "replay"]
+    assert recipes.recipe_defaults(["raft", "replay"]) == {"epochs": 1, "batch_size": 4, "max_length": 1024}
     assert recipes.recipe_defaults(["raft"]) == {"epochs": 1, "batch_size": 4, "max_length": 1024}
     assert recipes.recipe_defaults(["qa"]) == {"epochs": 5, "batch_size": 8, "max_length": 256}
     no_train = corpora.load(str(make_corpus(tmp_path / "n", name="plain")), settings)

@@ -153,7 +153,7 @@ def test_self_distilled_targets_are_the_base_models_own_words_asked_once(
     assert any("0 asked, 6 from cache" in m for m in again), again  # a repeated fine-tune asks nothing again
     with pytest.raises(TrainingError, match="needs the Ollama server"):
         recipes.build_items(c, ["raft-self"], s)
-    assert recipes.preview_recipes(["raft-self", "raft-sdft", "synthetic", "qa"]) == ["raft", "qa"]
+    assert recipes.preview_recipes(["raft-self", "raft-sdft", "synthetic", "qa", "replay"]) == ["raft", "qa"]
 
     # raft-sdft: the same own answers (from the cache), and where they were wrong, the base model's
     # rewording of the reference when it holds the reference.
@@ -168,3 +168,19 @@ def test_self_distilled_targets_are_the_base_models_own_words_asked_once(
         gen = generation.generate(ollama_server, s, base_model, distill.rewrite_prompt(p.prompt or "", p.answer or ""),
                                   prompts.RAG_SYSTEM)
         assert it.answer == distill.pick_target(gen.text, gen.done_reason == "stop", qa.answers, p.answer or "")
+
+    # replay: the same questions closed book, in the base arm's prompt; the target is whatever the
+    # base model answers there, dropped only when cut at max_tokens.
+    replay_said: list[str] = []
+    replay = recipes.build_items(c, ["replay"], s, ollama_server, log=replay_said.append)
+    expected: list[tuple[str, str]] = []
+    for qa in c.train:
+        gen = generation.generate(ollama_server, s, base_model, qa.question, prompts.CLOSED_BOOK_SYSTEM)
+        if gen.done_reason == "stop" and gen.text.strip():
+            expected.append((qa.question, gen.text.strip()))
+    assert [(it.question, it.answer) for it in replay] == expected
+    assert all(it.kind == "replay" and it.prompt is None and it.system is None for it in replay)  # closed book
+    assert any("replay:" in m and "6 asked" in m for m in replay_said), replay_said
+    again.clear()
+    assert recipes.build_items(c, ["replay"], s, ollama_server, log=again.append) == replay
+    assert any("0 asked, 6 from cache" in m for m in again), again
